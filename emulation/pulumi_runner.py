@@ -1,0 +1,124 @@
+"""Run the stacks' Pulumi program without the Pulumi CLI, under Pulumi's own mock runtime.
+
+The unit tests use RecordingMocks to assert on declared inputs; the demo and the integration tests use a
+subclass whose hooks create each resource in a local emulator. Either way the program code is exactly
+what `pulumi up` runs (stacks.program.main, which __main__.py calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import settings as runtime_settings
+
+from stacks import program
+from stacks.settings import PROJECT
+
+FAKE_ACCOUNT = "123456789012"
+
+
+@dataclass
+class DeclaredResource:
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass
+class ProgramRun:
+    resources: list[DeclaredResource]
+    outputs: dict[str, Any]
+    secret_outputs: set[str] = field(default_factory=set)
+
+    def of_type(self, type_token: str) -> list[DeclaredResource]:
+        return [resource for resource in self.resources if resource.type == type_token]
+
+    def one(self, type_token: str) -> DeclaredResource:
+        found = self.of_type(type_token)
+        assert len(found) == 1, f"expected one {type_token}, declared {len(found)}"
+        return found[0]
+
+
+def auto_name(logical_name: str) -> str:
+    """Pulumi's auto-naming: the logical name plus a random 7-hex-digit suffix."""
+    return f"{logical_name}-{secrets.token_hex(4)[:7]}"
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Records every declared resource and answers with plausible provider-computed outputs."""
+
+    def __init__(self) -> None:
+        self.resources: list[DeclaredResource] = []
+        self._lock = threading.Lock()
+
+    def record(self, args: pulumi.runtime.MockResourceArgs, outputs: dict[str, Any]) -> None:
+        with self._lock:
+            self.resources.append(DeclaredResource(args.typ, args.name, dict(args.inputs), outputs))
+
+    def compute(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        typ, name = args.typ, args.name
+        if typ == "aws:s3/bucket:Bucket":
+            bucket = inputs.get("bucket") or auto_name(name)
+            return bucket, {**inputs, "bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
+        if typ == "aws:iam/policy:Policy":
+            policy_name = inputs.get("name") or auto_name(name)
+            arn = f"arn:aws:iam::{FAKE_ACCOUNT}:policy/{policy_name}"
+            return arn, {**inputs, "name": policy_name, "arn": arn}
+        if typ in ("aws:iam/user:User", "aws:iam/role:Role"):
+            principal = inputs.get("name") or auto_name(name)
+            kind = "user" if typ.endswith("User") else "role"
+            return principal, {**inputs, "name": principal, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:{kind}/{principal}"}
+        if typ == "aws:iam/accessKey:AccessKey":
+            key_id = "AKIA" + secrets.token_hex(8).upper()
+            return key_id, {**inputs, "id": key_id, "secret": secrets.token_urlsafe(30)}
+        return f"{name}-id", inputs
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        resource_id, outputs = self.compute(args)
+        self.record(args, outputs)
+        return resource_id, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": FAKE_ACCOUNT, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:user/deployer", "userId": "X"}, None
+        return {}, None
+
+
+def run_program(
+    config: Mapping[str, Any], mocks: RecordingMocks, *, stack: str = "dev", preview: bool = False
+) -> ProgramRun:
+    """Run stacks.program.main with ``config`` (keys without the project prefix) and collect its outputs."""
+    runtime_settings.set_root_resource(None)
+    pulumi.runtime.set_all_config({f"{PROJECT}:{key}": _config_text(value) for key, value in config.items()})
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)
+    collected: dict[str, Any] = {}
+    secret_names: set[str] = set()
+
+    async def collect(outputs: dict[str, Any]) -> None:
+        for name, value in outputs.items():
+            output = pulumi.Output.from_input(value)
+            collected[name] = await output.future()
+            if await output.is_secret():
+                secret_names.add(name)
+
+    @pulumi.runtime.test
+    def run() -> Any:
+        return asyncio.ensure_future(collect(program.main()))
+
+    run()
+    return ProgramRun(resources=list(mocks.resources), outputs=collected, secret_outputs=secret_names)
+
+
+def _config_text(value: Any) -> str:
+    # Pulumi hands every config value to the program as a string (booleans in lower case).
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,1 @@
+"""Per-cloud Pulumi components and the settings they share."""

@@ -1,0 +1,248 @@
+"""AWS: a private, encrypted, TLS-only S3 bucket and a credential limited to its XCom prefix."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from stacks.settings import Settings
+from xcom_backend import contract
+
+BASE_TAGS = {"managed-by": "pulumi", "purpose": "airflow-xcom"}
+POLICY_NAME = "AirflowXComBackendAWSS3"  # the tutorial's name; Pulumi appends a suffix so stacks never collide
+
+
+def xcom_access_policy(
+    bucket_arn: str, prefix: str, *, kms_key_arn: str | None = None, bucket_location: bool = False
+) -> dict[str, Any]:
+    """The least-privilege IAM policy document for one bucket and prefix.
+
+    What the backends' filesystem (s3fs through Airflow's ObjectStoragePath) really calls:
+    - write: PutObject (a large value is a multipart upload, which PutObject also covers);
+      AbortMultipartUpload lets s3fs clean up a failed multipart upload instead of leaving parts behind.
+    - read: GetObject (HEAD object is authorised as GetObject).
+    - purge on task re-run: DeleteObject.
+    - ListBucket, only for keys under the prefix: s3fs falls back to listing the prefix when a HEAD misses,
+      and without a ListBucket grant S3 answers 403 instead of 404 for a missing object.
+    - GetBucketLocation only for common-io's backend: it calls mkdir(parents=True) before each write, and
+      s3fs probes the bucket there; without the grant it falls back to CreateBucket and fails.
+      The bundled backend never calls mkdir, so by default the grant is left out.
+    """
+    objects_arn = f"{bucket_arn}/{prefix}/*"
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ReadWriteXComObjects",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+            "Resource": [objects_arn],
+        },
+        {
+            "Sid": "ListXComPrefixOnly",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [bucket_arn],
+            "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+        },
+    ]
+    if bucket_location:
+        statements.append(
+            {
+                "Sid": "BucketLocationForMkdirProbe",
+                "Effect": "Allow",
+                "Action": ["s3:GetBucketLocation"],
+                "Resource": [bucket_arn],
+            }
+        )
+    if kms_key_arn:
+        statements.append(
+            {
+                # SSE-KMS: writing needs a data key, reading needs to decrypt it; nothing else on the key.
+                "Sid": "UseBucketKmsKey",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": [kms_key_arn],
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
+def assume_role_policy(principal_arn: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": principal_arn}, "Action": "sts:AssumeRole"},
+        ],
+    }
+
+
+class AwsXComStorage(pulumi.ComponentResource):
+    """Bucket, least-privilege credential and the Airflow env that ties them together."""
+
+    outputs: dict[str, Any]
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("airflow-xcom-backend:aws:XComStorage", name, None, opts)
+        cfg = settings.aws
+        assert cfg is not None
+        tags = {**BASE_TAGS, **settings.tags}
+        provider = aws.Provider(f"{name}-provider", region=cfg.region, opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+
+        bucket = aws.s3.Bucket(
+            name,
+            bucket=settings.bucket_name,
+            force_destroy=settings.force_destroy,
+            tags=tags,
+            opts=child,
+        )
+        public_access = aws.s3.BucketPublicAccessBlock(
+            f"{name}-public-access-block",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        aws.s3.BucketOwnershipControls(
+            f"{name}-ownership",
+            bucket=bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"},  # ACLs disabled
+            opts=child,
+        )
+        default_encryption: dict[str, Any] = {"sse_algorithm": "aws:kms" if cfg.kms_key_arn else "AES256"}
+        if cfg.kms_key_arn:
+            default_encryption["kms_master_key_id"] = cfg.kms_key_arn
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[
+                {
+                    "apply_server_side_encryption_by_default": default_encryption,
+                    "bucket_key_enabled": bool(cfg.kms_key_arn),
+                }
+            ],
+            opts=child,
+        )
+        # XComs are rewritten per run; old versions would only keep data (and cost) around.
+        aws.s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=bucket.id,
+            versioning_configuration={"status": "Disabled"},
+            opts=child,
+        )
+        lifecycle_rules: list[dict[str, Any]] = [
+            {
+                "id": "abort-incomplete-xcom-uploads",
+                "status": "Enabled",
+                "filter": {"prefix": f"{settings.prefix}/"},
+                "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
+            }
+        ]
+        if settings.expiry_days > 0:
+            lifecycle_rules.append(
+                {
+                    "id": "expire-xcom-objects",
+                    "status": "Enabled",
+                    "filter": {"prefix": f"{settings.prefix}/"},
+                    "expiration": {"days": settings.expiry_days},
+                }
+            )
+        aws.s3.BucketLifecycleConfiguration(f"{name}-lifecycle", bucket=bucket.id, rules=lifecycle_rules, opts=child)
+        aws.s3.BucketPolicy(
+            f"{name}-tls-only",
+            bucket=bucket.id,
+            policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
+            # S3 rejects bucket policies while the public access block is being applied.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[public_access])),
+        )
+
+        policy = aws.iam.Policy(
+            POLICY_NAME,
+            description=f"Airflow XCom backend: objects under {settings.prefix}/ in one bucket",
+            policy=bucket.arn.apply(
+                lambda arn: json.dumps(
+                    xcom_access_policy(
+                        arn,
+                        settings.prefix,
+                        kms_key_arn=cfg.kms_key_arn,
+                        bucket_location=settings.backend == "common-io",
+                    )
+                )
+            ),
+            tags=tags,
+            opts=child,
+        )
+
+        self.outputs = {
+            "cloud": "aws",
+            "bucket_name": bucket.bucket,
+            "region": cfg.region,
+            "policy_arn": policy.arn,
+            "credentials": cfg.credentials,
+        }
+        if cfg.credentials == "access-key":
+            user = aws.iam.User(f"{name}-user", name=cfg.user_name, tags=tags, opts=child)
+            aws.iam.UserPolicyAttachment(f"{name}-user-policy", user=user.name, policy_arn=policy.arn, opts=child)
+            key = aws.iam.AccessKey(f"{name}-access-key", user=user.name, opts=child)
+            secret = pulumi.Output.secret(key.secret)
+            connection = pulumi.Output.all(key.id, secret).apply(
+                lambda pair: contract.aws_connection(
+                    region=cfg.region,
+                    access_key_id=pair[0],
+                    secret_access_key=pair[1],
+                    endpoint_url=cfg.endpoint_url,
+                )
+            )
+            self.outputs.update(user_name=user.name, access_key_id=key.id)
+        else:
+            assert cfg.role_trust_principal_arn is not None
+            role = aws.iam.Role(
+                f"{name}-role",
+                name=cfg.role_name,
+                assume_role_policy=json.dumps(assume_role_policy(cfg.role_trust_principal_arn)),
+                tags=tags,
+                opts=child,
+            )
+            aws.iam.RolePolicyAttachment(f"{name}-role-policy", role=role.name, policy_arn=policy.arn, opts=child)
+            connection = role.arn.apply(
+                lambda arn: contract.aws_connection(region=cfg.region, role_arn=arn, endpoint_url=cfg.endpoint_url)
+            )
+            self.outputs.update(role_arn=role.arn)
+
+        env = pulumi.Output.all(bucket.bucket, connection).apply(
+            lambda args: contract.XComEnv(
+                cloud="aws",
+                conn_id=settings.conn_id,
+                bucket=args[0],
+                prefix=settings.prefix,
+                threshold=settings.threshold,
+                compression=settings.compression,
+                backend=settings.backend,
+                connection=args[1],
+            ).as_env()
+        )
+        self.outputs["objectstorage_path"] = bucket.bucket.apply(
+            lambda name_: contract.objectstorage_path("aws", settings.conn_id, name_, settings.prefix)
+        )
+        self.outputs["airflow_env"] = pulumi.Output.secret(env)
+        self.register_outputs(self.outputs)

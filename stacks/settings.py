@@ -1,0 +1,338 @@
+"""Every stack setting, its default and its validation, shared by all clouds.
+
+This module owns the settings table; ``Pulumi.yaml`` declares the same keys (a unit test keeps the two in
+step). It imports no Pulumi or cloud SDK, so bad settings are rejected before anything is declared.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from xcom_backend import contract
+
+PROJECT = "airflow-xcom-backend"
+CLOUDS = tuple(contract.SCHEMES)
+ALL = CLOUDS
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: str  # as declared in Pulumi.yaml: string, integer or boolean
+    default: Any
+    description: str
+    clouds: tuple[str, ...] = ALL
+
+
+KEYS: tuple[Key, ...] = (
+    Key("cloud", "string", "aws", "Cloud to deploy to: aws (gcp and azure are planned)."),
+    Key(
+        "connectionId",
+        "string",
+        "",
+        "Airflow connection id in the storage path and AIRFLOW_CONN_<ID>; empty means my_<cloud>_conn (my_aws_conn).",
+    ),
+    Key("bucketName", "string", "", "Bucket name; empty lets Pulumi auto-name it from the stack."),
+    Key(
+        "prefix",
+        "string",
+        contract.DEFAULT_PREFIX,
+        "Key prefix XComs are written under; the credential is limited to it.",
+    ),
+    Key(
+        "threshold",
+        "integer",
+        contract.DEFAULT_THRESHOLD,
+        "Serialized XCom size in bytes from which values "
+        "go to object storage; -1 keeps all in the metadata DB, 0 sends all to storage.",
+    ),
+    Key(
+        "compression",
+        "string",
+        "",
+        f"Codec for stored XComs: one of {', '.join(contract.COMPRESSIONS)}; empty for none.",
+    ),
+    Key(
+        "backend",
+        "string",
+        "bundled",
+        "Backend class the env selects: bundled "
+        f"({contract.BUNDLED_BACKEND}) or common-io ({contract.COMMON_IO_BACKEND}).",
+    ),
+    Key(
+        "expiryDays",
+        "integer",
+        30,
+        "Delete stored XComs this many days after writing (lifecycle rule), "
+        "so objects orphaned by `airflow db clean` do not stay forever; 0 turns it off.",
+    ),
+    Key(
+        "forceDestroy",
+        "boolean",
+        False,
+        "Let `pulumi destroy` delete the bucket while it still holds XComs. "
+        "Off by default so a destroy never deletes data silently.",
+    ),
+    Key("tags", "string", "", "Extra tags as comma-separated key=value pairs, e.g. team=data,env=prod."),
+    Key("region", "string", "us-east-1", "AWS region of the bucket.", ("aws",)),
+    Key(
+        "credentials",
+        "string",
+        "access-key",
+        "access-key: an IAM user with an access key in the "
+        "connection; role: an IAM role trusting roleTrustPrincipalArn, no secret in the connection.",
+        ("aws",),
+    ),
+    Key("userName", "string", "airflow-xcom", "IAM user name (credentials=access-key).", ("aws",)),
+    Key("roleName", "string", "airflow-xcom", "IAM role name (credentials=role).", ("aws",)),
+    Key(
+        "roleTrustPrincipalArn",
+        "string",
+        "",
+        "IAM principal ARN allowed to assume the role, e.g. the "
+        "deployment's workload identity role (required when credentials=role).",
+        ("aws",),
+    ),
+    Key("kmsKeyArn", "string", "", "KMS key ARN for SSE-KMS; empty uses SSE-S3 (AES256).", ("aws",)),
+    Key(
+        "endpointUrl",
+        "string",
+        "",
+        "S3 endpoint the Airflow connection uses instead of AWS's default "
+        "(an S3-compatible store, a VPC endpoint, an emulator); must be https unless allowHttpEndpoint.",
+        ("aws",),
+    ),
+    Key(
+        "allowHttpEndpoint",
+        "boolean",
+        False,
+        "Allow a plain-http endpointUrl (emulators only; the bucket policy still denies non-TLS requests on real AWS).",
+        ("aws",),
+    ),
+)
+KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
+
+AWS_CREDENTIALS = ("access-key", "role")
+_INT_RE = re.compile(r"^-?\d+$")
+_AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
+_AWS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_AWS_BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_AWS_BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3")
+_IAM_NAME_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
+_PRINCIPAL_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")
+_KMS_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+_TAG_RE = re.compile(r"^[\w .:/=+\-@]*$")
+
+
+class SettingsError(ValueError):
+    """One message naming every bad setting and what is allowed, raised before any resource exists."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {problem}" for problem in problems))
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str
+    credentials: str
+    user_name: str
+    role_name: str
+    role_trust_principal_arn: str | None
+    kms_key_arn: str | None
+    endpoint_url: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    cloud: str
+    conn_id: str
+    bucket_name: str | None
+    prefix: str
+    threshold: int
+    compression: str | None
+    backend: str
+    expiry_days: int
+    force_destroy: bool
+    tags: Mapping[str, str] = field(default_factory=dict)
+    aws: AwsSettings | None = None
+
+
+def _qualified(name: str) -> str:
+    return f"{PROJECT}:{name}"
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first, so one run shows them all."""
+
+    def __init__(self, raw: Mapping[str, Any]):
+        self.raw = raw
+        self.problems: list[str] = []
+
+    def fail(self, name: str, message: str) -> None:
+        self.problems.append(f"{_qualified(name)}: {message}")
+
+    def value(self, name: str) -> Any:
+        value = self.raw.get(name)
+        return KEYS_BY_NAME[name].default if value is None else value
+
+    def string(self, name: str) -> str:
+        value = self.value(name)
+        if not isinstance(value, str):
+            self.fail(name, f"must be a string, got {value!r}")
+            return str(KEYS_BY_NAME[name].default)
+        return value.strip()
+
+    def integer(self, name: str, minimum: int) -> int:
+        value = self.value(name)
+        if isinstance(value, bool) or not (isinstance(value, int) or _INT_RE.match(str(value).strip())):
+            self.fail(name, f"must be a whole number >= {minimum}, got {value!r}")
+            return int(KEYS_BY_NAME[name].default)
+        number = int(value)
+        if number < minimum:
+            self.fail(name, f"must be >= {minimum}, got {number}")
+        return number
+
+    def boolean(self, name: str) -> bool:
+        value = self.value(name)
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("true", "false"):
+            self.fail(name, f"must be true or false, got {value!r}")
+            return bool(KEYS_BY_NAME[name].default)
+        return text == "true"
+
+    def check(self, name: str, check: Any, value: Any) -> Any:
+        """Run a contract validator, turning its error into a problem naming the setting."""
+        try:
+            return check(value)
+        except contract.ContractError as err:
+            self.fail(name, str(err))
+            return None
+
+
+def _parse_tags(reader: _Reader) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    text = reader.string("tags")
+    if not text:
+        return tags
+    for pair in text.split(","):
+        tag_key, sep, tag_value = pair.partition("=")
+        tag_key, tag_value = tag_key.strip(), tag_value.strip()
+        if not sep or not tag_key:
+            reader.fail("tags", f"{pair.strip()!r} is not key=value (use e.g. team=data,env=prod)")
+        elif len(tag_key) > 128 or len(tag_value) > 256 or not _TAG_RE.match(tag_key + tag_value):
+            reader.fail(
+                "tags", f"{pair.strip()!r}: keys are 1-128 and values 0-256 letters, digits, spaces or _.:/=+-@"
+            )
+        elif tag_key.lower().startswith("aws:"):
+            reader.fail("tags", f"{tag_key!r}: the aws: prefix is reserved")
+        elif tag_key in tags:
+            reader.fail("tags", f"{tag_key!r} is given twice")
+        else:
+            tags[tag_key] = tag_value
+    return tags
+
+
+def validate_aws_bucket_name(name: str) -> str:
+    if not _AWS_BUCKET_RE.match(name):
+        raise contract.ContractError(
+            f"{name!r} is not a valid S3 bucket name: use 3-63 lowercase letters, digits and hyphens, "
+            "starting and ending with a letter or digit (dots are refused: they break TLS on "
+            "virtual-hosted-style endpoints, and this bucket only accepts TLS)"
+        )
+    if name.startswith(_AWS_BUCKET_RESERVED_PREFIXES) or name.endswith(_AWS_BUCKET_RESERVED_SUFFIXES):
+        raise contract.ContractError(f"{name!r} uses a prefix or suffix S3 reserves")
+    return name
+
+
+def _parse_aws(reader: _Reader) -> AwsSettings:
+    region = reader.string("region")
+    if not _AWS_REGION_RE.match(region):
+        reader.fail("region", f"{region!r} is not an AWS region name such as us-east-1 or eu-central-1")
+    credentials = reader.string("credentials")
+    if credentials not in AWS_CREDENTIALS:
+        reader.fail("credentials", f"{credentials!r} is not allowed: use one of {', '.join(AWS_CREDENTIALS)}")
+    user_name, role_name = reader.string("userName"), reader.string("roleName")
+    for name, value in (("userName", user_name), ("roleName", role_name)):
+        if not _IAM_NAME_RE.match(value):
+            reader.fail(name, f"{value!r} is not a valid IAM name (1-64 letters, digits or +=,.@_-)")
+    principal = reader.string("roleTrustPrincipalArn") or None
+    if credentials == "role" and not principal:
+        reader.fail("roleTrustPrincipalArn", "is required when credentials=role (the principal that assumes it)")
+    if principal and not _PRINCIPAL_ARN_RE.match(principal):
+        reader.fail("roleTrustPrincipalArn", f"{principal!r} is not an IAM role, user or account-root ARN")
+    if principal and credentials != "role":
+        reader.fail("roleTrustPrincipalArn", "only applies with credentials=role")
+    kms_key_arn = reader.string("kmsKeyArn") or None
+    if kms_key_arn and not _KMS_ARN_RE.match(kms_key_arn):
+        reader.fail("kmsKeyArn", f"{kms_key_arn!r} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)")
+    endpoint_url = reader.string("endpointUrl") or None
+    allow_http = reader.boolean("allowHttpEndpoint")
+    if endpoint_url:
+        scheme = endpoint_url.split("://", 1)[0] if "://" in endpoint_url else ""
+        if scheme not in ("https", "http") or not endpoint_url.split("://", 1)[1]:
+            reader.fail("endpointUrl", f"{endpoint_url!r} is not an http(s) URL")
+        elif scheme == "http" and not allow_http:
+            reader.fail(
+                "endpointUrl",
+                f"{endpoint_url!r} is plain http; use https, or set allowHttpEndpoint=true for an emulator",
+            )
+    return AwsSettings(region, credentials, user_name, role_name, principal, kms_key_arn, endpoint_url)
+
+
+def parse(raw: Mapping[str, Any]) -> Settings:
+    """Validate raw config (keys without the project prefix); raise SettingsError listing every problem."""
+    reader = _Reader(raw)
+    for name in sorted(set(raw) - set(KEYS_BY_NAME)):
+        reader.fail(name, f"unknown setting; known settings: {', '.join(sorted(KEYS_BY_NAME))}")
+
+    cloud = reader.string("cloud")
+    if cloud not in CLOUDS:
+        reader.fail("cloud", f"{cloud!r} is not allowed: use one of {', '.join(CLOUDS)}")
+        raise SettingsError(reader.problems)
+    if cloud != "aws":
+        reader.fail("cloud", f"{cloud!r} is not implemented yet; use aws")
+        raise SettingsError(reader.problems)
+    for name in sorted(raw):
+        key = KEYS_BY_NAME.get(name)
+        # The Pulumi CLI fills in declared defaults, so only a value differing from it was set on purpose.
+        if key and cloud not in key.clouds and raw[name] not in (None, "", key.default, str(key.default).lower()):
+            reader.fail(name, f"applies to {', '.join(key.clouds)} only, not {cloud}")
+
+    conn_id = reader.string("connectionId") or f"my_{cloud}_conn"
+    reader.check("connectionId", contract.validate_conn_id, conn_id)
+    bucket_name = reader.string("bucketName") or None
+    if bucket_name:
+        reader.check("bucketName", validate_aws_bucket_name, bucket_name)
+    prefix = reader.string("prefix")
+    reader.check("prefix", contract.validate_prefix, prefix)
+    threshold = reader.integer("threshold", -1)
+    compression = reader.check("compression", contract.validate_compression, reader.string("compression"))
+    backend = reader.string("backend")
+    if backend not in contract.BACKEND_CLASSES:
+        reader.fail("backend", f"{backend!r} is not allowed: use one of {', '.join(contract.BACKEND_CLASSES)}")
+    expiry_days = reader.integer("expiryDays", 0)
+    force_destroy = reader.boolean("forceDestroy")
+    tags = _parse_tags(reader)
+    aws = _parse_aws(reader)
+
+    if reader.problems:
+        raise SettingsError(reader.problems)
+    return Settings(
+        cloud=cloud,
+        conn_id=conn_id,
+        bucket_name=bucket_name,
+        prefix=prefix,
+        threshold=threshold,
+        compression=compression,
+        backend=backend,
+        expiry_days=expiry_days,
+        force_destroy=force_destroy,
+        tags=tags,
+        aws=aws,
+    )

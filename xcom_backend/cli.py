@@ -1,0 +1,71 @@
+"""``xcom-backend``: export a stack's env to a deployment."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xcom_backend.export import ExportError, load_airflow_env, merge_managed_block, render_dotenv, write_private_file
+
+
+def _read_input(source: str) -> str:
+    if source == "-":
+        if sys.stdin.isatty():
+            raise ExportError("no input: pipe `pulumi stack output --json --show-secrets` in, or pass --input FILE")
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ExportError(f"cannot read --input {source}: {err.strerror}") from err
+
+
+def _export(args: argparse.Namespace) -> int:
+    env = load_airflow_env(_read_input(args.input))
+    if args.output == "-":
+        if not args.show_secrets:
+            raise ExportError(
+                "refusing to print secrets (the connection holds credentials) to stdout; "
+                "write to a file with --output, or add --show-secrets"
+            )
+        sys.stdout.write(render_dotenv(env))
+        return 0
+    target = Path(args.output)
+    existing = target.read_text(encoding="utf-8") if target.exists() else ""
+    write_private_file(target, merge_managed_block(existing, env))
+    print(f"wrote {len(env)} variables to {target} (mode 0600): {', '.join(sorted(env))}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xcom-backend", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser(
+        "export",
+        help="write the stack's airflow_env output as a .env file (Astro project, docker compose)",
+        description="Reads `pulumi stack output --json --show-secrets` and writes the Airflow env with mode 0600.",
+    )
+    export.add_argument("--input", "-i", default="-", help="stack output JSON file, or - for stdin (default)")
+    export.add_argument("--format", choices=["dotenv"], default="dotenv", help="output format (default dotenv)")
+    export.add_argument(
+        "--output",
+        "-o",
+        default=".env",
+        help="file to write (default .env; our block is replaced, the rest kept), or -",
+    )
+    export.add_argument("--show-secrets", action="store_true", help="allow printing secrets with --output -")
+    export.set_defaults(handler=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ExportError as err:
+        print(f"xcom-backend {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The env contract between the Pulumi stacks and an Airflow deployment.
+
+This module is the single owner of the environment variable names, the object-storage path format and
+the connection JSON each cloud needs. It imports nothing outside the standard library so the stacks,
+the CLI and the backend can all share it without pulling Airflow or a cloud SDK along.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+AIRFLOW_CONFIG_SECTION = "common.io"
+PATH_KEY = "xcom_objectstorage_path"
+THRESHOLD_KEY = "xcom_objectstorage_threshold"
+COMPRESSION_KEY = "xcom_objectstorage_compression"
+
+
+def airflow_config_env(section: str, key: str) -> str:
+    """Env name Airflow reads for ``[section] key``: dots in the section become underscores.
+
+    ``AIRFLOW__COMMON.IO__...`` (a name circulating in tutorials) is silently ignored by Airflow.
+    """
+    return f"AIRFLOW__{section.upper().replace('.', '_')}__{key.upper()}"
+
+
+XCOM_BACKEND_ENV = airflow_config_env("core", "xcom_backend")
+PATH_ENV = airflow_config_env(AIRFLOW_CONFIG_SECTION, PATH_KEY)
+THRESHOLD_ENV = airflow_config_env(AIRFLOW_CONFIG_SECTION, THRESHOLD_KEY)
+COMPRESSION_ENV = airflow_config_env(AIRFLOW_CONFIG_SECTION, COMPRESSION_KEY)
+
+BUNDLED_BACKEND = "xcom_backend.backend.ObjectStorageXComBackend"
+COMMON_IO_BACKEND = "airflow.providers.common.io.xcom.backend.XComObjectStorageBackend"
+BACKEND_CLASSES: Mapping[str, str] = {"bundled": BUNDLED_BACKEND, "common-io": COMMON_IO_BACKEND}
+
+# Codecs fsspec registers from the standard library alone, so every worker can read what another wrote.
+# (fsspec adds zstd/lz4/snappy only when their third-party libraries are installed.)
+COMPRESSIONS: tuple[str, ...] = ("gzip", "bz2", "lzma", "xz", "zip")
+
+# Object-storage schemes Airflow's providers register, per cloud. Azure's provider registers abfs/abfss/adl,
+# not wasb or azblob.
+SCHEMES: Mapping[str, str] = {"aws": "s3", "gcp": "gs", "azure": "abfs"}
+
+DEFAULT_THRESHOLD = 1000
+DEFAULT_PREFIX = "xcom"
+
+_CONN_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,249}$")
+_PREFIX_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+MAX_PREFIX_LENGTH = 256
+
+
+class ContractError(ValueError):
+    """A value that would give Airflow an env it silently ignores or misreads."""
+
+
+def connection_env(conn_id: str) -> str:
+    """Env name Airflow reads a connection from (``AIRFLOW_CONN_`` + upper-cased id)."""
+    validate_conn_id(conn_id)
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def validate_conn_id(conn_id: str) -> str:
+    # The id appears in an env var name and as the user part of the storage URL, so it is limited
+    # to characters that are valid in both without quoting.
+    if not isinstance(conn_id, str) or not _CONN_ID_RE.match(conn_id):
+        raise ContractError(
+            f"connection id {conn_id!r} is not allowed: use a letter followed by letters, digits or "
+            "underscores (at most 250 characters)"
+        )
+    return conn_id
+
+
+def validate_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not prefix:
+        raise ContractError("prefix must be a non-empty path such as 'xcom' or 'airflow/xcom'")
+    if prefix.startswith("/") or prefix.endswith("/"):
+        raise ContractError(f"prefix {prefix!r} must not start or end with '/'")
+    if len(prefix) > MAX_PREFIX_LENGTH:
+        raise ContractError(f"prefix {prefix!r} is longer than {MAX_PREFIX_LENGTH} characters")
+    for segment in prefix.split("/"):
+        if segment in ("", ".", ".."):
+            raise ContractError(f"prefix {prefix!r} must not contain empty, '.' or '..' segments")
+        if not _PREFIX_SEGMENT_RE.match(segment):
+            raise ContractError(
+                f"prefix {prefix!r} may only contain letters, digits, '.', '_', '-' and '/' between segments"
+            )
+    return prefix
+
+
+def validate_threshold(threshold: int) -> int:
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < -1:
+        raise ContractError(
+            f"threshold {threshold!r} is not allowed: use -1 (keep every XCom in the metadata DB), "
+            "0 (every XCom to object storage) or a positive byte count"
+        )
+    return threshold
+
+
+def validate_compression(compression: str | None) -> str | None:
+    if compression in (None, ""):
+        return None
+    if compression not in COMPRESSIONS:
+        raise ContractError(
+            f"compression {compression!r} is not allowed: use one of {', '.join(COMPRESSIONS)} or leave it empty"
+        )
+    return compression
+
+
+def objectstorage_path(cloud: str, conn_id: str, bucket: str, prefix: str) -> str:
+    """``<scheme>://<conn_id>@<bucket>/<prefix>``, the form ``ObjectStoragePath`` resolves credentials from."""
+    if cloud not in SCHEMES:
+        raise ContractError(f"cloud {cloud!r} is not allowed: use one of {', '.join(SCHEMES)}")
+    validate_conn_id(conn_id)
+    validate_prefix(prefix)
+    if not bucket or "/" in bucket or "@" in bucket:
+        raise ContractError(f"bucket {bucket!r} is not a valid bucket/container name")
+    return f"{SCHEMES[cloud]}://{conn_id}@{bucket}/{prefix}"
+
+
+def aws_connection(
+    *,
+    region: str,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    role_arn: str | None = None,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
+    """Airflow ``aws`` connection in its JSON form (what ``AIRFLOW_CONN_<ID>`` holds)."""
+    if bool(access_key_id) != bool(secret_access_key):
+        raise ContractError("an AWS access key needs both its id and its secret")
+    extra: dict[str, Any] = {"region_name": region}
+    if role_arn:
+        extra["role_arn"] = role_arn
+    if endpoint_url:
+        extra["endpoint_url"] = endpoint_url
+    connection: dict[str, Any] = {"conn_type": "aws"}
+    if access_key_id:
+        connection["login"] = access_key_id
+        connection["password"] = secret_access_key
+    connection["extra"] = extra
+    return connection
+
+
+@dataclass(frozen=True)
+class XComEnv:
+    """Everything a deployment needs to set, for one cloud."""
+
+    cloud: str
+    conn_id: str
+    bucket: str
+    prefix: str
+    threshold: int
+    connection: Mapping[str, Any]
+    compression: str | None = None
+    backend: str = "bundled"
+
+    def as_env(self) -> dict[str, str]:
+        validate_threshold(self.threshold)
+        compression = validate_compression(self.compression)
+        if self.backend not in BACKEND_CLASSES:
+            raise ContractError(f"backend {self.backend!r} is not allowed: use one of {', '.join(BACKEND_CLASSES)}")
+        env = {
+            XCOM_BACKEND_ENV: BACKEND_CLASSES[self.backend],
+            PATH_ENV: objectstorage_path(self.cloud, self.conn_id, self.bucket, self.prefix),
+            THRESHOLD_ENV: str(self.threshold),
+            connection_env(self.conn_id): json.dumps(dict(self.connection), separators=(",", ":")),
+        }
+        if compression:
+            env[COMPRESSION_ENV] = compression
+        return env
+
+
+def describe_threshold(threshold: int) -> str:
+    """The threshold's meaning in words, as Airflow applies it to the serialized JSON size."""
+    if threshold < 0:
+        return "every XCom stays in the metadata database (object storage is never used)"
+    if threshold == 0:
+        return "every XCom goes to object storage"
+    return f"XComs whose serialized JSON is {threshold} bytes or more go to object storage; smaller stay in the DB"

@@ -1,0 +1,101 @@
+"""Turn ``pulumi stack output --json --show-secrets`` into env files a deployment loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+AIRFLOW_ENV_OUTPUT = "airflow_env"
+BLOCK_BEGIN = "# >>> xcom-backend (managed by `xcom-backend export`; edits inside are overwritten) >>>"
+BLOCK_END = "# <<< xcom-backend <<<"
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MASKED = "[secret]"
+
+
+class ExportError(ValueError):
+    """Input that cannot be turned into a deployment's env."""
+
+
+def load_airflow_env(stack_output_json: str) -> dict[str, str]:
+    """The ``airflow_env`` map from a stack's JSON outputs, checked to hold real values."""
+    try:
+        outputs = json.loads(stack_output_json)
+    except json.JSONDecodeError as err:
+        raise ExportError(f"stack output is not JSON ({err}); run `pulumi stack output --json --show-secrets`") from err
+    if not isinstance(outputs, dict) or AIRFLOW_ENV_OUTPUT not in outputs:
+        raise ExportError(f"stack output has no '{AIRFLOW_ENV_OUTPUT}'; is this the xcom-backend stack?")
+    env = outputs[AIRFLOW_ENV_OUTPUT]
+    if env == _MASKED:
+        raise ExportError(
+            f"'{AIRFLOW_ENV_OUTPUT}' is masked as {_MASKED}: run `pulumi stack output --json --show-secrets`"
+        )
+    if not isinstance(env, dict) or not env:
+        raise ExportError(f"'{AIRFLOW_ENV_OUTPUT}' must be a non-empty map of environment variables")
+    for name, value in env.items():
+        if not _ENV_NAME_RE.match(name):
+            raise ExportError(f"'{name}' is not a valid environment variable name")
+        if not isinstance(value, str):
+            raise ExportError(f"value of '{name}' must be a string, got {type(value).__name__}")
+        if value == _MASKED:
+            raise ExportError(f"value of '{name}' is masked; run `pulumi stack output --json --show-secrets`")
+    return dict(env)
+
+
+def _dotenv_quote(value: str) -> str:
+    # Single quotes: python-dotenv and docker compose take the content literally, except \\ and \'.
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def render_dotenv(env: Mapping[str, str]) -> str:
+    if any("\n" in value or "\r" in value for value in env.values()):
+        raise ExportError("a value contains a line break, which .env files cannot carry portably")
+    return "".join(f"{name}={_dotenv_quote(value)}\n" for name, value in sorted(env.items()))
+
+
+def merge_managed_block(existing: str, env: Mapping[str, str]) -> str:
+    """Replace our block in an existing .env (an Astro project's has other settings), keeping the rest."""
+    lines = existing.splitlines(keepends=True)
+    kept: list[str] = []
+    inside = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped == BLOCK_BEGIN:
+            inside = True
+            continue
+        if stripped == BLOCK_END:
+            inside = False
+            continue
+        if inside:
+            continue
+        name = stripped.removeprefix("export ").split("=", 1)[0].strip()
+        if name in env:
+            raise ExportError(
+                f"{name} is already set outside the managed block of the .env file; remove that line first"
+            )
+        kept.append(line)
+    if inside:
+        raise ExportError(f"the .env file has '{BLOCK_BEGIN}' without '{BLOCK_END}'; fix it by hand")
+    head = "".join(kept)
+    if head and not head.endswith("\n"):
+        head += "\n"
+    return f"{head}{BLOCK_BEGIN}\n{render_dotenv(env)}{BLOCK_END}\n"
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Write atomically with mode 0600: secrets are never readable by others, not even half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
