@@ -1,0 +1,54 @@
+# Two commands on a fresh machine (python3, node, make): `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+CLOUD ?= aws
+PYTEST_ARGS ?=
+# uv writes .pyc files at install time; this machine disables writing them at import time.
+export UV_COMPILE_BYTECODE := 1
+
+.PHONY: help venv demo test unit integration e2e lint format lock clean
+
+help:
+	@echo "make demo [CLOUD=aws]  offline end-to-end demo on embedded emulators"
+	@echo "make test              lint + unit + integration + e2e tests"
+	@echo "make unit|integration|e2e|lint|format|lock|clean"
+
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv
+	$(UV) pip install --quiet --python $(PY) -e '.[dev]' -c requirements-dev.lock
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m emulation.demo --cloud $(CLOUD)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: venv
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+# Re-pin every dependency of the dev environment (run after changing pyproject.toml).
+lock: venv
+	$(UV) pip compile --quiet --python $(PY) --extra dev pyproject.toml -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .ruff_cache .hypothesis

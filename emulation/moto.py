@@ -1,0 +1,315 @@
+"""An S3 + IAM emulator (moto server on 127.0.0.1, IAM enforced) and Pulumi mocks that deploy into it.
+
+What the emulator cannot show, and so the demo and tests do not claim (see README, "What the emulator
+cannot check"): moto does not evaluate the ``s3:prefix`` condition on ListBucket, checks DeleteObjects
+against the bucket ARN, and does not evaluate Conditions on bucket-policy Deny statements, so the
+TLS-only bucket policy (which would block its plain-http endpoint outright) is recorded, not applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pulumi
+
+from emulation.pulumi_runner import RecordingMocks, auto_name
+
+REGION = "us-east-1"
+ADMIN_USER = "emulator-admin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class MotoServer:
+    """A moto server subprocess; ``admin`` holds a key with full rights once IAM enforcement is on."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    admin_key: tuple[str, str] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_enforcement(self, on: bool) -> None:
+        # text/plain: with urllib's default form content type the server sees an empty body.
+        request = urllib.request.Request(  # noqa: S310 (loopback only)
+            f"{self.endpoint}/moto-api/reset-auth",
+            data=b"0" if on else b"inf",
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            response.read()
+
+    def client(self, service: str, key: tuple[str, str] | None = None) -> Any:
+        key_id, secret = key or self.admin_key or ("testing", "testing")
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def _wait_until_up(server: MotoServer, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"moto server exited early; see {server.log_path}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{server.endpoint}/moto-api/", timeout=2) as response,  # noqa: S310
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"moto server did not answer on {server.endpoint} within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def moto_server(log_dir: Path, *, enforce_iam: bool = True) -> Iterator[MotoServer]:
+    """Start moto on a free loopback port; with IAM enforced, only signed and allowed requests pass."""
+    port = free_port()
+    log_path = Path(log_dir) / f"moto-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    moto_bin = Path(sys.executable).with_name("moto_server")
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "inf", "MOTO_ALLOW_NONEXISTENT_REGION": "false"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(moto_bin), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    server = MotoServer(port=port, process=process, log_path=log_path)
+    try:
+        _wait_until_up(server)
+        iam = server.client("iam")
+        iam.create_user(UserName=ADMIN_USER)
+        iam.put_user_policy(
+            UserName=ADMIN_USER,
+            PolicyName="full-access",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+            ),
+        )
+        created = iam.create_access_key(UserName=ADMIN_USER)["AccessKey"]
+        server.admin_key = (created["AccessKeyId"], created["SecretAccessKey"])
+        if enforce_iam:
+            server.set_enforcement(True)
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Deployed:
+    """One resource created in the emulator, and how to delete it (the `pulumi destroy` counterpart)."""
+
+    type: str
+    physical_id: str
+    delete: Callable[[], None]
+
+
+class MotoMocks(RecordingMocks):
+    """Pulumi mocks whose resource hooks create each declared setting in moto and return its real ids."""
+
+    def __init__(self, server: MotoServer) -> None:
+        super().__init__()
+        self.server = server
+        self.skipped: list[str] = []
+        self.deployed: list[Deployed] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if pulumi.runtime.is_dry_run():
+            return super().new_resource(args)
+        handler = getattr(self, "_create_" + args.typ.split(":")[-1], None)
+        if handler is None:
+            return super().new_resource(args)
+        resource_id, outputs = handler(args.name, dict(args.inputs))
+        self.record(args, outputs)
+        return resource_id, outputs
+
+    # --- S3 -----------------------------------------------------------------------------------------
+    def _create_Bucket(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        s3 = self.server.client("s3")
+        bucket = inputs.get("bucket") or auto_name(name)
+        s3.create_bucket(Bucket=bucket)
+        if tags := inputs.get("tags"):
+            s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+        self.deployed.append(Deployed("s3 bucket", bucket, lambda: self._delete_bucket(bucket, inputs)))
+        return bucket, {**inputs, "bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "region": REGION}
+
+    def _delete_bucket(self, bucket: str, inputs: dict[str, Any]) -> None:
+        s3 = self.server.client("s3")
+        if inputs.get("forceDestroy"):
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for item in page.get("Contents", []):
+                    s3.delete_object(Bucket=bucket, Key=item["Key"])
+        s3.delete_bucket(Bucket=bucket)  # fails with BucketNotEmpty otherwise, as on AWS
+
+    def _create_BucketPublicAccessBlock(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        flags = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+        config = {flag: bool(inputs.get(flag[0].lower() + flag[1:])) for flag in flags}
+        s3, bucket = self.server.client("s3"), inputs["bucket"]
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=config)
+        self._deployed("public access block", bucket, lambda: s3.delete_public_access_block(Bucket=bucket))
+        return bucket, inputs
+
+    def _create_BucketOwnershipControls(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ownership = inputs["rule"]["objectOwnership"]
+        s3, bucket = self.server.client("s3"), inputs["bucket"]
+        s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": ownership}]})
+        self._deployed(
+            f"ownership controls ({ownership})", bucket, lambda: s3.delete_bucket_ownership_controls(Bucket=bucket)
+        )
+        return bucket, inputs
+
+    def _create_BucketServerSideEncryptionConfiguration(
+        self, name: str, inputs: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        rules = []
+        for rule in inputs["rules"]:
+            default = rule["applyServerSideEncryptionByDefault"]
+            translated: dict[str, Any] = {"SSEAlgorithm": default["sseAlgorithm"]}
+            if default.get("kmsMasterKeyId"):
+                translated["KMSMasterKeyID"] = default["kmsMasterKeyId"]
+            rules.append(
+                {
+                    "ApplyServerSideEncryptionByDefault": translated,
+                    "BucketKeyEnabled": bool(rule.get("bucketKeyEnabled")),
+                }
+            )
+        s3, bucket = self.server.client("s3"), inputs["bucket"]
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
+        algorithm = rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+        self._deployed(f"default encryption ({algorithm})", bucket, lambda: s3.delete_bucket_encryption(Bucket=bucket))
+        return bucket, inputs
+
+    def _create_BucketVersioning(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        status = inputs["versioningConfiguration"]["status"]
+        if status != "Disabled":  # "Disabled" means: never enable it, which a new bucket already is
+            self.server.client("s3").put_bucket_versioning(
+                Bucket=inputs["bucket"], VersioningConfiguration={"Status": status}
+            )
+        return inputs["bucket"], inputs
+
+    def _create_BucketLifecycleConfiguration(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        rules = []
+        for rule in inputs["rules"]:
+            translated: dict[str, Any] = {
+                "ID": rule["id"],
+                "Status": rule["status"],
+                "Filter": {"Prefix": rule["filter"]["prefix"]},
+            }
+            if "expiration" in rule:
+                translated["Expiration"] = {"Days": int(rule["expiration"]["days"])}
+            if "abortIncompleteMultipartUpload" in rule:
+                days = int(rule["abortIncompleteMultipartUpload"]["daysAfterInitiation"])
+                translated["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
+            rules.append(translated)
+        s3, bucket = self.server.client("s3"), inputs["bucket"]
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+        names = ", ".join(rule["ID"] for rule in rules)
+        self._deployed(f"lifecycle rules ({names})", bucket, lambda: s3.delete_bucket_lifecycle(Bucket=bucket))
+        return bucket, inputs
+
+    def _create_BucketPolicy(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        # moto ignores the aws:SecureTransport condition on a Deny, so applying the TLS-only policy would deny
+        # every request to its plain-http endpoint. Recorded (and asserted by the unit tests), not applied.
+        self.skipped.append(f"bucket policy {name} (TLS-only deny): moto cannot evaluate aws:SecureTransport")
+        return inputs["bucket"], inputs
+
+    # --- IAM ----------------------------------------------------------------------------------------
+    def _create_Policy(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        iam = self.server.client("iam")
+        policy_name = inputs.get("name") or auto_name(name)
+        arn = iam.create_policy(
+            PolicyName=policy_name, PolicyDocument=inputs["policy"], Description=inputs.get("description", "")
+        )["Policy"]["Arn"]
+        self.deployed.append(Deployed("iam policy", arn, lambda: iam.delete_policy(PolicyArn=arn)))
+        return arn, {**inputs, "name": policy_name, "arn": arn}
+
+    def _create_User(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        iam = self.server.client("iam")
+        user_name = inputs.get("name") or auto_name(name)
+        user = iam.create_user(UserName=user_name)["User"]
+        self.deployed.append(Deployed("iam user", user_name, lambda: iam.delete_user(UserName=user_name)))
+        return user_name, {**inputs, "name": user_name, "arn": user["Arn"]}
+
+    def _create_UserPolicyAttachment(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        iam = self.server.client("iam")
+        user, arn = inputs["user"], inputs["policyArn"]
+        iam.attach_user_policy(UserName=user, PolicyArn=arn)
+        self.deployed.append(
+            Deployed(
+                "policy attachment", f"{user}->{arn}", lambda: iam.detach_user_policy(UserName=user, PolicyArn=arn)
+            )
+        )
+        return f"{user}-{name}", inputs
+
+    def _create_AccessKey(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        iam = self.server.client("iam")
+        user = inputs["user"]
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        key_id = key["AccessKeyId"]
+        self.deployed.append(
+            Deployed("access key", key_id, lambda: iam.delete_access_key(UserName=user, AccessKeyId=key_id))
+        )
+        return key_id, {**inputs, "id": key_id, "secret": key["SecretAccessKey"]}
+
+    def _create_Role(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        iam = self.server.client("iam")
+        role_name = inputs.get("name") or auto_name(name)
+        role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=inputs["assumeRolePolicy"])["Role"]
+        self.deployed.append(Deployed("iam role", role_name, lambda: iam.delete_role(RoleName=role_name)))
+        return role_name, {**inputs, "name": role_name, "arn": role["Arn"]}
+
+    def _create_RolePolicyAttachment(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        iam = self.server.client("iam")
+        role, arn = inputs["role"], inputs["policyArn"]
+        iam.attach_role_policy(RoleName=role, PolicyArn=arn)
+        self.deployed.append(
+            Deployed(
+                "policy attachment", f"{role}->{arn}", lambda: iam.detach_role_policy(RoleName=role, PolicyArn=arn)
+            )
+        )
+        return f"{role}-{name}", inputs
+
+    def _deployed(self, kind: str, physical_id: str, delete: Callable[[], None]) -> None:
+        self.deployed.append(Deployed(kind, physical_id, delete))
+
+    def destroy(self) -> list[str]:
+        """Delete what was created, newest first, as `pulumi destroy` would; return what was deleted."""
+        deleted = []
+        while self.deployed:
+            resource = self.deployed.pop()
+            resource.delete()
+            deleted.append(f"{resource.type} {resource.physical_id}")
+        return deleted
