@@ -60,3 +60,13 @@ def make_airflow_home(path: Path, deployment_env: dict[str, str]) -> AirflowHome
     if migrated.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{migrated.stdout[-3000:]}\n{migrated.stderr[-3000:]}")
     return home
+
+
+def xcom_checks(output: str) -> dict[str, dict[str, str]]:
+    """The tutorial DAG's ``XCOM_CHECK key=... serialized_bytes=... equal=...`` lines, by key."""
+    checks = {}
+    for line in output.splitlines():
+        if "XCOM_CHECK" in line:
+            fields = dict(part.split("=", 1) for part in line.split("XCOM_CHECK", 1)[1].split() if "=" in part)
+            checks[fields["key"]] = fields
+    return checks

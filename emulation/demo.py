@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from dotenv import dotenv_values
 
-from emulation.airflow_run import REPO_ROOT, make_airflow_home
+from emulation.airflow_run import REPO_ROOT, make_airflow_home, xcom_checks
 from emulation.moto import MotoMocks, moto_server
 from emulation.pulumi_runner import run_program
 from stacks.settings import PROJECT
@@ -106,11 +106,7 @@ def run(work_dir: Path) -> int:
             say(f"[5/6] airflow dags test {DAG_ID}")
             result = home.airflow("dags", "test", DAG_ID, timeout=600)
             (work_dir / "dags-test.log").write_text(result.stdout + result.stderr, encoding="utf-8")
-            checks = {}
-            for line in (result.stdout + result.stderr).splitlines():
-                if "XCOM_CHECK" in line:
-                    fields = dict(part.split("=", 1) for part in line.split("XCOM_CHECK", 1)[1].split())
-                    checks[fields["key"]] = fields
+            checks = xcom_checks(result.stdout + result.stderr)
             if result.returncode != 0:
                 failures.append(f"airflow dags test exited {result.returncode} (log: {work_dir / 'dags-test.log'})")
 

@@ -96,6 +96,8 @@ def run_program(
     config: Mapping[str, Any], mocks: RecordingMocks, *, stack: str = "dev", preview: bool = False
 ) -> ProgramRun:
     """Run stacks.program.main with ``config`` (keys without the project prefix) and collect its outputs."""
+    # A fresh loop per run: code run in between (asyncio.run in s3fs/Airflow) may have unset the current one.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     runtime_settings.set_root_resource(None)
     pulumi.runtime.set_all_config({f"{PROJECT}:{key}": _config_text(value) for key, value in config.items()})
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)

@@ -1,0 +1,69 @@
+"""Shared fixtures: emulators are started here (never assumed to be running) and always stopped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulation.moto import MotoMocks, MotoServer, moto_server
+from emulation.pulumi_runner import ProgramRun, run_program
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto server (S3 + IAM, IAM enforced) on a free loopback port for the whole session."""
+    with moto_server(tmp_path_factory.mktemp("moto"), enforce_iam=True) as server:
+        yield server
+
+
+@dataclass
+class DeployedStack:
+    """The AWS stack deployed into moto by the real program; ``key`` is the emitted access key."""
+
+    run: ProgramRun
+    mocks: MotoMocks
+    server: MotoServer
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.run.outputs["airflow_env"]
+
+    @property
+    def bucket(self) -> str:
+        return self.run.outputs["bucket_name"]
+
+    @property
+    def connection(self) -> dict[str, Any]:
+        conn_id = self.env["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"].split("://", 1)[1].split("@", 1)[0]
+        return json.loads(self.env[f"AIRFLOW_CONN_{conn_id.upper()}"])
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.connection["login"], self.connection["password"]
+
+    def client(self, service: str = "s3") -> Any:
+        """A boto3 client signed with the emitted (least-privilege) key."""
+        return self.server.client(service, self.key)
+
+
+def deploy(server: MotoServer, **settings: Any) -> DeployedStack:
+    mocks = MotoMocks(server)
+    config = {"endpointUrl": server.endpoint, "allowHttpEndpoint": True, "forceDestroy": True, **settings}
+    return DeployedStack(run_program(config, mocks, stack="test"), mocks, server)
+
+
+@pytest.fixture(scope="module")
+def aws_stack(moto: MotoServer) -> Iterator[DeployedStack]:
+    stack = deploy(moto)
+    yield stack
+    stack.mocks.destroy()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,48 @@
+"""`make demo` itself: exit 0, the expected report, no secret printed, nothing left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def moto_processes() -> list[str]:
+    result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    return [line for line in result.stdout.splitlines() if "moto_server" in line]
+
+
+def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path) -> None:
+    before = moto_processes()
+    work = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "emulation.demo", "--work-dir", str(work)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert "EMULATION - not a cloud deployment" in output
+    assert "DEMO OK" in output
+    small = next(line for line in output.splitlines() if line.strip().startswith("small_obj"))
+    big = next(line for line in output.splitlines() if line.strip().startswith("big_obj"))
+    assert "metadata DB" in small and small.split()[-1] == "True"
+    assert "s3://my_aws_conn@" in big and big.split()[-1] == "True"
+    assert "deleted s3 bucket" in output and "moto server stopped" in output
+
+    outputs = json.loads((work / "stack-outputs.json").read_text())
+    connection = json.loads(outputs["airflow_env"]["AIRFLOW_CONN_MY_AWS_CONN"])
+    assert connection["password"] not in output, "the secret key must never be printed"
+    for name in ("stack-outputs.json", "airflow.env"):
+        assert stat.S_IMODE(os.stat(work / name).st_mode) == 0o600
+    assert moto_processes() == before

@@ -1,0 +1,76 @@
+"""Real Airflow runs the tutorial DAG with the env the stack emitted, against moto with IAM enforced."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+
+from emulation.airflow_run import AirflowHome, make_airflow_home, xcom_checks
+from tests.conftest import DeployedStack, deploy
+from xcom_backend import cli, contract
+
+pytestmark = pytest.mark.e2e
+
+DAG_ID = "custom_xcom_backend_test"
+
+
+def exported_env(stack: DeployedStack, work: Path) -> dict[str, str]:
+    """The env as a deployment gets it: stack outputs -> `xcom-backend export` -> .env -> parsed."""
+    outputs = work / "outputs.json"
+    outputs.write_text(json.dumps(stack.run.outputs))
+    assert cli.main(["export", "--input", str(outputs), "--output", str(work / ".env")]) == 0
+    return {k: v for k, v in dotenv_values(work / ".env").items() if v is not None}
+
+
+def run_dag(home: AirflowHome) -> tuple[dict, dict]:
+    result = home.airflow("dags", "test", DAG_ID, timeout=600)
+    assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-4000:])
+    return xcom_checks(result.stdout + result.stderr), home.xcom_rows(DAG_ID)
+
+
+@pytest.fixture(scope="module", params=["bundled", "common-io"])
+def deployed_dag_run(request, moto, tmp_path_factory):
+    stack = deploy(moto, backend=request.param, compression="gzip")
+    try:
+        work = tmp_path_factory.mktemp(f"e2e-{request.param}")
+        env = exported_env(stack, work)
+        home = make_airflow_home(work / "airflow", env)
+        checks, rows = run_dag(home)
+        yield stack, env, home, checks, rows
+    finally:
+        stack.mocks.destroy()
+
+
+def test_small_xcom_stays_in_the_metadata_db(deployed_dag_run) -> None:
+    _, _, _, checks, rows = deployed_dag_run
+    assert rows["small_obj"] == {"a": 23}
+    assert checks["small_obj"] == {"key": "small_obj", "serialized_bytes": "9", "equal": "True"}
+
+
+def test_big_xcom_goes_to_s3_under_the_prefix_and_pulls_back_equal(deployed_dag_run) -> None:
+    stack, env, _, checks, rows = deployed_dag_run
+    base = f"s3://my_aws_conn@{stack.bucket}/xcom/"
+    assert env[contract.PATH_ENV] + "/" == base
+    url = rows["big_obj"]
+    assert isinstance(url, str) and url.startswith(f"{base}{DAG_ID}/") and url.endswith(".gz")
+    key = url.split(f"@{stack.bucket}/", 1)[1]
+    assert stack.client("s3").head_object(Bucket=stack.bucket, Key=key)["ContentLength"] > 0
+    assert checks["big_obj"]["equal"] == "True"
+    assert int(checks["big_obj"]["serialized_bytes"]) >= 1000
+
+
+def test_airflow_conf_reads_the_emitted_names(deployed_dag_run) -> None:
+    stack, env, home, _, _ = deployed_dag_run
+    expected = {
+        ("core", "xcom_backend"): env[contract.XCOM_BACKEND_ENV],
+        ("common.io", "xcom_objectstorage_path"): f"s3://my_aws_conn@{stack.bucket}/xcom",
+        ("common.io", "xcom_objectstorage_threshold"): "1000",
+        ("common.io", "xcom_objectstorage_compression"): "gzip",
+    }
+    for (section, key), value in expected.items():
+        got = home.airflow("config", "get-value", section, key)
+        assert got.returncode == 0, got.stderr[-2000:]
+        assert got.stdout.strip().splitlines()[-1] == value

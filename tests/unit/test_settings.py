@@ -1,0 +1,122 @@
+"""Settings: defaults, Pulumi.yaml in step with the table, and every bad value rejected with its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stacks import settings
+from stacks.settings import SettingsError, parse
+
+
+def test_defaults(repo_root: Path) -> None:
+    parsed = parse({})
+    assert parsed.cloud == "aws"
+    assert parsed.conn_id == "my_aws_conn"
+    assert parsed.bucket_name is None
+    assert (parsed.prefix, parsed.threshold, parsed.compression) == ("xcom", 1000, None)
+    assert parsed.backend == "bundled"
+    assert (parsed.expiry_days, parsed.force_destroy) == (30, False)
+    assert parsed.aws is not None
+    assert (parsed.aws.region, parsed.aws.credentials, parsed.aws.user_name) == (
+        "us-east-1",
+        "access-key",
+        "airflow-xcom",
+    )
+    assert parsed.aws.kms_key_arn is None and parsed.aws.endpoint_url is None
+
+
+def test_pulumi_yaml_declares_every_setting_with_type_default_description(repo_root: Path) -> None:
+    project = yaml.safe_load((repo_root / "Pulumi.yaml").read_text())
+    assert project["name"] == settings.PROJECT
+    assert project["stackConfigDir"] == "stacks"
+    assert project["runtime"]["name"] == "python"
+    declared = project["config"]
+    assert set(declared) == set(settings.KEYS_BY_NAME)
+    for key in settings.KEYS:
+        assert declared[key.name] == {"type": key.type, "default": key.default, "description": key.description}
+
+
+def test_example_stack_is_valid(repo_root: Path) -> None:
+    document = yaml.safe_load((repo_root / "stacks" / "Pulumi.aws.yaml").read_text())
+    prefix = f"{settings.PROJECT}:"
+    raw = {k.removeprefix(prefix): v for k, v in document["config"].items()}
+    assert all(k.startswith(prefix) for k in document["config"])
+    parsed = parse(raw)
+    assert parsed.tags == {"team": "data", "env": "dev"}
+
+
+def test_cli_filled_defaults_of_other_clouds_are_not_errors() -> None:
+    # The Pulumi CLI passes every declared default; AWS-only keys at their default must not trip a check.
+    raw = {key.name: key.default for key in settings.KEYS}
+    assert parse(raw).cloud == "aws"
+
+
+def test_typed_values_from_stack_files_are_accepted() -> None:
+    parsed = parse(
+        {
+            "threshold": 0,
+            "expiryDays": "0",
+            "forceDestroy": True,
+            "allowHttpEndpoint": "TRUE",
+            "endpointUrl": "http://127.0.0.1:9000",
+        }
+    )
+    assert (parsed.threshold, parsed.expiry_days, parsed.force_destroy) == (0, 0, True)
+
+
+BAD_SETTINGS = [
+    ({"cloud": "oracle"}, "cloud", "use one of aws, gcp, azure"),
+    ({"bucketName": "My_Bucket"}, "bucketName", "not a valid S3 bucket name"),
+    ({"bucketName": "ab"}, "bucketName", "3-63"),
+    ({"bucketName": "my.bucket.name"}, "bucketName", "dots are refused"),
+    ({"bucketName": "xn--bucket"}, "bucketName", "reserves"),
+    ({"bucketName": "bucket-s3alias"}, "bucketName", "reserves"),
+    ({"threshold": "-2"}, "threshold", ">= -1"),
+    ({"threshold": "1k"}, "threshold", "whole number"),
+    ({"compression": "zstd"}, "compression", "gzip, bz2, lzma, xz or leave it empty"),
+    ({"compression": "zip"}, "compression", "not allowed"),
+    ({"compression": "snappy"}, "compression", "not allowed"),
+    ({"prefix": "/xcom"}, "prefix", "must not start or end with '/'"),
+    ({"prefix": "xcom/../other"}, "prefix", "'..'"),
+    ({"prefix": "x com"}, "prefix", "may only contain"),
+    ({"connectionId": "my-aws-conn"}, "connectionId", "letters, digits or underscores"),
+    ({"backend": "XComObjectStoreBackend"}, "backend", "bundled, common-io"),
+    ({"expiryDays": "-1"}, "expiryDays", ">= 0"),
+    ({"forceDestroy": "yes"}, "forceDestroy", "true or false"),
+    ({"tags": "team"}, "tags", "not key=value"),
+    ({"tags": "aws:owner=me"}, "tags", "reserved"),
+    ({"tags": "a=1,a=2"}, "tags", "twice"),
+    ({"region": "us-east"}, "region", "not an AWS region"),
+    ({"region": "US-EAST-1"}, "region", "not an AWS region"),
+    ({"credentials": "password"}, "credentials", "access-key, role"),
+    ({"credentials": "role"}, "roleTrustPrincipalArn", "required when credentials=role"),
+    ({"credentials": "role", "roleTrustPrincipalArn": "arn:aws:iam::12:role/x"}, "roleTrustPrincipalArn", "not an IAM"),
+    ({"roleTrustPrincipalArn": "arn:aws:iam::123456789012:role/x"}, "roleTrustPrincipalArn", "only applies"),
+    ({"userName": "airflow xcom"}, "userName", "not a valid IAM name"),
+    ({"kmsKeyArn": "alias/aws/s3"}, "kmsKeyArn", "not a KMS key ARN"),
+    ({"endpointUrl": "http://127.0.0.1:5000"}, "endpointUrl", "allowHttpEndpoint"),
+    ({"endpointUrl": "ftp://x"}, "endpointUrl", "not an http(s) URL"),
+    ({"xcomPrefix": "xcom"}, "xcomPrefix", "unknown setting"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "message"), BAD_SETTINGS, ids=[f"{case[1]}-{i}" for i, case in enumerate(BAD_SETTINGS)]
+)
+def test_bad_setting_is_named_with_what_is_allowed(raw: dict, key: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse(raw)
+    problems = caught.value.problems
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{settings.PROJECT}:{key}: ")
+    assert message in problems[0]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse({"threshold": "-9", "prefix": "/", "compression": "rar"})
+    assert len(caught.value.problems) == 3
+    assert str(caught.value).startswith("invalid settings:\n  - ")
