@@ -120,3 +120,14 @@ def test_every_problem_is_reported_at_once() -> None:
         parse({"threshold": "-9", "prefix": "/", "compression": "rar"})
     assert len(caught.value.problems) == 3
     assert str(caught.value).startswith("invalid settings:\n  - ")
+
+
+def test_readme_settings_table_lists_every_key_with_its_default(repo_root: Path) -> None:
+    readme = (repo_root / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
+    for key in settings.KEYS:
+        assert key.name in rows, f"README settings table lacks {key.name}"
+        cells = [cell.strip() for cell in rows[key.name].split("|")]
+        default = str(key.default).lower() if isinstance(key.default, bool) else str(key.default)
+        assert cells[2] == key.type
+        assert cells[3] == (f"`{default}`" if default else "(empty)"), key.name
