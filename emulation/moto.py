@@ -264,15 +264,23 @@ class MotoMocks(RecordingMocks):
         return user_name, {**inputs, "name": user_name, "arn": user["Arn"]}
 
     def _create_UserPolicyAttachment(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return self._attach("user", inputs["user"], inputs["policyArn"]), inputs
+
+    def _create_RolePolicyAttachment(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return self._attach("role", inputs["role"], inputs["policyArn"]), inputs
+
+    def _attach(self, kind: str, principal: str, policy_arn: str) -> str:
+        """Attach a managed policy to a user or role, and register its detachment for teardown."""
         iam = self.server.client("iam")
-        user, arn = inputs["user"], inputs["policyArn"]
-        iam.attach_user_policy(UserName=user, PolicyArn=arn)
-        self.deployed.append(
-            Deployed(
-                "policy attachment", f"{user}->{arn}", lambda: iam.detach_user_policy(UserName=user, PolicyArn=arn)
-            )
+        name_arg = {"user": "UserName", "role": "RoleName"}[kind]
+        getattr(iam, f"attach_{kind}_policy")(**{name_arg: principal}, PolicyArn=policy_arn)
+        detach = getattr(iam, f"detach_{kind}_policy")
+        self._deployed(
+            "policy attachment",
+            f"{principal}->{policy_arn}",
+            lambda: detach(**{name_arg: principal}, PolicyArn=policy_arn),
         )
-        return f"{user}-{name}", inputs
+        return f"{principal}-{policy_arn.rsplit('/', 1)[-1]}"
 
     def _create_AccessKey(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         iam = self.server.client("iam")
@@ -290,17 +298,6 @@ class MotoMocks(RecordingMocks):
         role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=inputs["assumeRolePolicy"])["Role"]
         self.deployed.append(Deployed("iam role", role_name, lambda: iam.delete_role(RoleName=role_name)))
         return role_name, {**inputs, "name": role_name, "arn": role["Arn"]}
-
-    def _create_RolePolicyAttachment(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        iam = self.server.client("iam")
-        role, arn = inputs["role"], inputs["policyArn"]
-        iam.attach_role_policy(RoleName=role, PolicyArn=arn)
-        self.deployed.append(
-            Deployed(
-                "policy attachment", f"{role}->{arn}", lambda: iam.detach_role_policy(RoleName=role, PolicyArn=arn)
-            )
-        )
-        return f"{role}-{name}", inputs
 
     def _deployed(self, kind: str, physical_id: str, delete: Callable[[], None]) -> None:
         self.deployed.append(Deployed(kind, physical_id, delete))
