@@ -1,18 +1,21 @@
-"""`make demo`: the whole AWS chain offline, on an S3+IAM emulator, with real Airflow.
+"""`make demo [CLOUD=aws|gcp]`: the whole chain offline, on a local emulator, with real Airflow.
 
 EMULATION, not a cloud deployment: the Pulumi program runs under Pulumi's mock runtime, whose resource
-hooks create each declared bucket setting, policy, user and key in a moto server on 127.0.0.1 (IAM
-enforced). Airflow then runs the tutorial DAG with only the exported env and the emitted key.
+hooks create each declared resource in an emulator on 127.0.0.1 (moto with IAM enforced for AWS,
+gcp-storage-emulator for GCP). Airflow then runs the tutorial DAG with only the exported env.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +23,12 @@ import yaml
 from dotenv import dotenv_values
 
 from emulation.airflow_run import REPO_ROOT, make_airflow_home, xcom_checks
-from emulation.moto import MotoMocks, moto_server
-from emulation.pulumi_runner import run_program
+from emulation.pulumi_runner import EmulatorMocks, run_program
 from stacks.settings import PROJECT
 from xcom_backend import contract
 from xcom_backend.export import write_private_file
 
 DAG_ID = "custom_xcom_backend_test"
-EXAMPLE_STACK = REPO_ROOT / "stacks" / "Pulumi.aws.yaml"
 
 
 def say(message: str = "") -> None:
@@ -35,37 +36,72 @@ def say(message: str = "") -> None:
 
 
 def stack_config(path: Path) -> dict[str, Any]:
-    """The example stack's settings, without the project prefix."""
+    """An example stack file's settings, without the project prefix."""
     document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     prefix = f"{PROJECT}:"
     return {k[len(prefix) :]: v for k, v in (document.get("config") or {}).items() if k.startswith(prefix)}
 
 
-def object_size(server: Any, url: str) -> int:
+def _split_url(url: str) -> tuple[str, str]:
     bucket, _, key = url.split("@", 1)[1].partition("/")
-    return server.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"]
+    return bucket, key
 
 
-def run(work_dir: Path) -> int:
+@dataclass(frozen=True)
+class CloudDemo:
+    """What differs per cloud: the emulator, the mocks deploying into it, and how to look at an object."""
+
+    emulator: str
+    start: Callable[[Path], contextlib.AbstractContextManager[Any]]
+    mocks: Callable[[Any], EmulatorMocks]
+    object_size: Callable[[Any, str], int]
+
+
+def _aws() -> CloudDemo:
+    from emulation.moto import MotoMocks, moto_server
+
+    def size(server: Any, url: str) -> int:
+        bucket, key = _split_url(url)
+        return server.client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"]
+
+    return CloudDemo("moto (S3 + IAM, IAM enforced)", lambda d: moto_server(d, enforce_iam=True), MotoMocks, size)
+
+
+def _gcp() -> CloudDemo:
+    from emulation.gcs import GcsMocks, gcs_server
+
+    def size(server: Any, url: str) -> int:
+        bucket, key = _split_url(url)
+        return server.client().bucket(bucket).get_blob(key).size
+
+    return CloudDemo("gcp-storage-emulator (no IAM) + a local token endpoint", gcs_server, GcsMocks, size)
+
+
+CLOUDS: dict[str, Callable[[], CloudDemo]] = {"aws": _aws, "gcp": _gcp}
+
+
+def run(cloud: str, work_dir: Path) -> int:
     started = time.monotonic()
+    demo = CLOUDS[cloud]()
+    example_stack = REPO_ROOT / "stacks" / f"Pulumi.{cloud}.yaml"
     if work_dir.exists():
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
     say("=" * 78)
     say("EMULATION - not a cloud deployment. The Pulumi program below runs under Pulumi's mock runtime;")
-    say("its resource hooks create each declared resource in moto (S3 + IAM) on 127.0.0.1, with IAM enforced.")
+    say(f"its resource hooks create each declared resource in {demo.emulator} on 127.0.0.1.")
     say("=" * 78)
     failures: list[str] = []
-    with moto_server(work_dir, enforce_iam=True) as server:
-        say(f"[1/6] moto server up at {server.endpoint} (IAM enforcement on)")
-        config = stack_config(EXAMPLE_STACK)
+    with demo.start(work_dir) as server:
+        say(f"[1/6] {demo.emulator} up at {server.endpoint}")
+        config = stack_config(example_stack)
         # The demo's own overrides: point the connection at the emulator, and let teardown empty the bucket.
         config.update(endpointUrl=server.endpoint, allowHttpEndpoint=True, forceDestroy=True)
-        say(f"[2/6] `pulumi up` (emulated) with {EXAMPLE_STACK.relative_to(REPO_ROOT)} + demo overrides:")
+        say(f"[2/6] `pulumi up` (emulated) with {example_stack.relative_to(REPO_ROOT)} + demo overrides:")
         say("      " + ", ".join(f"{k}={v}" for k, v in sorted(config.items())))
-        mocks = MotoMocks(server)
+        mocks = demo.mocks(server)
         try:
-            deployed = run_program(config, mocks, stack="aws")
+            deployed = run_program(config, mocks, stack=cloud)
             for resource in mocks.deployed:
                 say(f"      created {resource.type}: {resource.physical_id}")
             for note in mocks.skipped:
@@ -111,23 +147,20 @@ def run(work_dir: Path) -> int:
                 failures.append(f"airflow dags test exited {result.returncode} (log: {work_dir / 'dags-test.log'})")
 
             base = deployment_env[contract.PATH_ENV].rstrip("/") + "/"
+            rows = home.xcom_rows(DAG_ID)
             say("")
             say(f"      {'xcom':<10} {'stored in':<60} {'serialized':>10} {'equal':>6}")
-            for key, stored in sorted(home.xcom_rows(DAG_ID).items()):
+            for key, stored in sorted(rows.items()):
                 check = checks.get(key, {})
-                if isinstance(stored, str) and stored.startswith(base):
-                    where = f"{stored[:57]}..." if len(stored) > 60 else stored
-                    size_note = f" (object {object_size(server, stored)} B)"
-                else:
-                    where, size_note = "metadata DB", ""
+                offloaded = isinstance(stored, str) and stored.startswith(base)
+                where = (f"{stored[:57]}..." if len(stored) > 60 else stored) if offloaded else "metadata DB"
                 say(
                     f"      {key:<10} {where:<60} {check.get('serialized_bytes', '?'):>10} {check.get('equal', '?'):>6}"
                 )
-                if size_note:
-                    say(f"      {'':<10} full URL: {stored}{size_note}")
+                if offloaded:
+                    say(f"      {'':<10} full URL: {stored} (object {demo.object_size(server, stored)} B)")
                 if check.get("equal") != "True":
                     failures.append(f"{key}: pulled value did not equal the pushed one")
-            rows = home.xcom_rows(DAG_ID)
             if rows.get("small_obj") != {"a": 23}:
                 failures.append("small_obj is not stored in the metadata DB")
             if not (isinstance(rows.get("big_obj"), str) and rows["big_obj"].startswith(base)):
@@ -136,23 +169,23 @@ def run(work_dir: Path) -> int:
             say("[6/6] teardown (the `pulumi destroy` counterpart)")
             for deleted in mocks.destroy():
                 say(f"      deleted {deleted}")
-    say("      moto server stopped")
+    say("      emulator stopped")
     say("")
     if failures:
         for failure in failures:
             say(f"DEMO FAILED: {failure}")
         return 1
-    say(f"DEMO OK in {time.monotonic() - started:.0f}s: small_obj in the metadata DB, big_obj in S3 under the prefix, ")
+    say(f"DEMO OK in {time.monotonic() - started:.0f}s: small_obj in the metadata DB, big_obj under the prefix, ")
     say("values equal after the round trip. Work files (0600 where they hold secrets): " + str(work_dir))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cloud", default="aws", choices=["aws"], help="cloud to emulate (aws)")
-    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / ".demo", help="scratch directory (git-ignored)")
+    parser.add_argument("--cloud", default="aws", choices=sorted(CLOUDS), help="cloud to emulate (default aws)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory (default .demo/<cloud>)")
     args = parser.parse_args(argv)
-    return run(args.work_dir)
+    return run(args.cloud, args.work_dir or REPO_ROOT / ".demo" / args.cloud)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,30 +20,23 @@ from typing import Any
 import boto3
 import pulumi
 
-from emulation.pulumi_runner import RecordingMocks, auto_name
+from emulation.processes import EmulatorProcess, emulator_process, free_port
+from emulation.pulumi_runner import EmulatorMocks, auto_name
 
 REGION = "us-east-1"
 ADMIN_USER = "emulator-admin"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class MotoServer:
-    """A moto server subprocess; ``admin`` holds a key with full rights once IAM enforcement is on."""
+    """A moto server subprocess; ``admin_key`` has full rights once IAM enforcement is on."""
 
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    emulator: EmulatorProcess
     admin_key: tuple[str, str] | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.emulator.endpoint
 
     def set_enforcement(self, on: bool) -> None:
         # text/plain: with urllib's default form content type the server sees an empty body.
@@ -70,46 +59,15 @@ class MotoServer:
             aws_secret_access_key=secret,
         )
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-def _wait_until_up(server: MotoServer, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"moto server exited early; see {server.log_path}")
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"{server.endpoint}/moto-api/", timeout=2) as response,  # noqa: S310
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"moto server did not answer on {server.endpoint} within {timeout:.0f}s")
-
 
 @contextlib.contextmanager
 def moto_server(log_dir: Path, *, enforce_iam: bool = True) -> Iterator[MotoServer]:
     """Start moto on a free loopback port; with IAM enforced, only signed and allowed requests pass."""
     port = free_port()
-    log_path = Path(log_dir) / f"moto-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    moto_bin = Path(sys.executable).with_name("moto_server")
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "inf", "MOTO_ALLOW_NONEXISTENT_REGION": "false"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(moto_bin), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-    server = MotoServer(port=port, process=process, log_path=log_path)
-    try:
-        _wait_until_up(server)
+    command = [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
+    env = {"INITIAL_NO_AUTH_ACTION_COUNT": "inf", "MOTO_ALLOW_NONEXISTENT_REGION": "false"}
+    with emulator_process("moto", command, log_dir, port, "/moto-api/", env) as emulator:
+        server = MotoServer(emulator)
         iam = server.client("iam")
         iam.create_user(UserName=ADMIN_USER)
         iam.put_user_policy(
@@ -124,27 +82,14 @@ def moto_server(log_dir: Path, *, enforce_iam: bool = True) -> Iterator[MotoServ
         if enforce_iam:
             server.set_enforcement(True)
         yield server
-    finally:
-        server.stop()
 
 
-@dataclass
-class Deployed:
-    """One resource created in the emulator, and how to delete it (the `pulumi destroy` counterpart)."""
-
-    type: str
-    physical_id: str
-    delete: Callable[[], None]
-
-
-class MotoMocks(RecordingMocks):
+class MotoMocks(EmulatorMocks):
     """Pulumi mocks whose resource hooks create each declared setting in moto and return its real ids."""
 
     def __init__(self, server: MotoServer) -> None:
         super().__init__()
         self.server = server
-        self.skipped: list[str] = []
-        self.deployed: list[Deployed] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         if pulumi.runtime.is_dry_run():
@@ -163,7 +108,7 @@ class MotoMocks(RecordingMocks):
         s3.create_bucket(Bucket=bucket)
         if tags := inputs.get("tags"):
             s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
-        self.deployed.append(Deployed("s3 bucket", bucket, lambda: self._delete_bucket(bucket, inputs)))
+        self._deployed("s3 bucket", bucket, lambda: self._delete_bucket(bucket, inputs))
         return bucket, {**inputs, "bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "region": REGION}
 
     def _delete_bucket(self, bucket: str, inputs: dict[str, Any]) -> None:
@@ -253,14 +198,14 @@ class MotoMocks(RecordingMocks):
         arn = iam.create_policy(
             PolicyName=policy_name, PolicyDocument=inputs["policy"], Description=inputs.get("description", "")
         )["Policy"]["Arn"]
-        self.deployed.append(Deployed("iam policy", arn, lambda: iam.delete_policy(PolicyArn=arn)))
+        self._deployed("iam policy", arn, lambda: iam.delete_policy(PolicyArn=arn))
         return arn, {**inputs, "name": policy_name, "arn": arn}
 
     def _create_User(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         iam = self.server.client("iam")
         user_name = inputs.get("name") or auto_name(name)
         user = iam.create_user(UserName=user_name)["User"]
-        self.deployed.append(Deployed("iam user", user_name, lambda: iam.delete_user(UserName=user_name)))
+        self._deployed("iam user", user_name, lambda: iam.delete_user(UserName=user_name))
         return user_name, {**inputs, "name": user_name, "arn": user["Arn"]}
 
     def _create_UserPolicyAttachment(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -287,26 +232,12 @@ class MotoMocks(RecordingMocks):
         user = inputs["user"]
         key = iam.create_access_key(UserName=user)["AccessKey"]
         key_id = key["AccessKeyId"]
-        self.deployed.append(
-            Deployed("access key", key_id, lambda: iam.delete_access_key(UserName=user, AccessKeyId=key_id))
-        )
+        self._deployed("access key", key_id, lambda: iam.delete_access_key(UserName=user, AccessKeyId=key_id))
         return key_id, {**inputs, "id": key_id, "secret": key["SecretAccessKey"]}
 
     def _create_Role(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         iam = self.server.client("iam")
         role_name = inputs.get("name") or auto_name(name)
         role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=inputs["assumeRolePolicy"])["Role"]
-        self.deployed.append(Deployed("iam role", role_name, lambda: iam.delete_role(RoleName=role_name)))
+        self._deployed("iam role", role_name, lambda: iam.delete_role(RoleName=role_name))
         return role_name, {**inputs, "name": role_name, "arn": role["Arn"]}
-
-    def _deployed(self, kind: str, physical_id: str, delete: Callable[[], None]) -> None:
-        self.deployed.append(Deployed(kind, physical_id, delete))
-
-    def destroy(self) -> list[str]:
-        """Delete what was created, newest first, as `pulumi destroy` would; return what was deleted."""
-        deleted = []
-        while self.deployed:
-            resource = self.deployed.pop()
-            resource.delete()
-            deleted.append(f"{resource.type} {resource.physical_id}")
-        return deleted

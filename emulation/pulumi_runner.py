@@ -8,9 +8,11 @@ what `pulumi up` runs (stacks.program.main, which __main__.py calls).
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +81,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ == "aws:iam/accessKey:AccessKey":
             key_id = "AKIA" + secrets.token_hex(8).upper()
             return key_id, {**inputs, "id": key_id, "secret": secrets.token_urlsafe(30)}
+        if typ == "gcp:storage/bucket:Bucket":
+            bucket = inputs.get("name") or auto_name(name)
+            return bucket, {**inputs, "name": bucket, "url": f"gs://{bucket}"}
+        if typ == "gcp:serviceaccount/account:Account":
+            email = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
+            return f"projects/{inputs['project']}/serviceAccounts/{email}", {
+                **inputs,
+                "email": email,
+                "name": f"projects/{inputs['project']}/serviceAccounts/{email}",
+            }
+        if typ == "gcp:serviceaccount/key:Key":
+            key_id = secrets.token_hex(20)
+            key = {"type": "service_account", "private_key_id": key_id, "private_key": "-----BEGIN PRIVATE KEY-----"}
+            encoded = base64.b64encode(json.dumps(key).encode()).decode()
+            return key_id, {**inputs, "name": key_id, "privateKey": encoded}
         return f"{name}-id", inputs
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -90,6 +107,36 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":  # noqa: S105 (a type token)
             return {"accountId": FAKE_ACCOUNT, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:user/deployer", "userId": "X"}, None
         return {}, None
+
+
+@dataclass
+class Deployed:
+    """One resource created in an emulator, and how to delete it (the `pulumi destroy` counterpart)."""
+
+    type: str
+    physical_id: str
+    delete: Callable[[], None]
+
+
+class EmulatorMocks(RecordingMocks):
+    """Base for mocks that really create resources in an emulator and can tear them down again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: list[str] = []  # declared settings the emulator cannot apply, said plainly in the demo
+        self.deployed: list[Deployed] = []
+
+    def _deployed(self, kind: str, physical_id: str, delete: Callable[[], None]) -> None:
+        self.deployed.append(Deployed(kind, physical_id, delete))
+
+    def destroy(self) -> list[str]:
+        """Delete what was created, newest first, as `pulumi destroy` would; return what was deleted."""
+        deleted = []
+        while self.deployed:
+            resource = self.deployed.pop()
+            resource.delete()
+            deleted.append(f"{resource.type} {resource.physical_id}")
+        return deleted
 
 
 def run_program(

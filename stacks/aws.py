@@ -8,6 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from stacks.env_outputs import airflow_env_outputs
 from stacks.settings import Settings
 from xcom_backend import contract
 
@@ -198,9 +199,9 @@ class AwsXComStorage(pulumi.ComponentResource):
             "bucket_name": bucket.bucket,
             "region": cfg.region,
             "policy_arn": policy.arn,
-            "credentials": cfg.credentials,
+            "credentials": settings.credentials,
         }
-        if cfg.credentials == "access-key":
+        if settings.credentials == "access-key":
             user = aws.iam.User(f"{name}-user", name=cfg.user_name, tags=tags, opts=child)
             aws.iam.UserPolicyAttachment(f"{name}-user-policy", user=user.name, policy_arn=policy.arn, opts=child)
             key = aws.iam.AccessKey(f"{name}-access-key", user=user.name, opts=child)
@@ -210,7 +211,7 @@ class AwsXComStorage(pulumi.ComponentResource):
                     region=cfg.region,
                     access_key_id=pair[0],
                     secret_access_key=pair[1],
-                    endpoint_url=cfg.endpoint_url,
+                    endpoint_url=settings.endpoint_url,
                 )
             )
             self.outputs.update(user_name=user.name, access_key_id=key.id)
@@ -225,24 +226,9 @@ class AwsXComStorage(pulumi.ComponentResource):
             )
             aws.iam.RolePolicyAttachment(f"{name}-role-policy", role=role.name, policy_arn=policy.arn, opts=child)
             connection = role.arn.apply(
-                lambda arn: contract.aws_connection(region=cfg.region, role_arn=arn, endpoint_url=cfg.endpoint_url)
+                lambda arn: contract.aws_connection(region=cfg.region, role_arn=arn, endpoint_url=settings.endpoint_url)
             )
             self.outputs.update(role_arn=role.arn)
 
-        env = pulumi.Output.all(bucket.bucket, connection).apply(
-            lambda args: contract.XComEnv(
-                cloud="aws",
-                conn_id=settings.conn_id,
-                bucket=args[0],
-                prefix=settings.prefix,
-                threshold=settings.threshold,
-                compression=settings.compression,
-                backend=settings.backend,
-                connection=args[1],
-            ).as_env()
-        )
-        self.outputs["objectstorage_path"] = bucket.bucket.apply(
-            lambda name_: contract.objectstorage_path("aws", settings.conn_id, name_, settings.prefix)
-        )
-        self.outputs["airflow_env"] = pulumi.Output.secret(env)
+        self.outputs.update(airflow_env_outputs(settings, bucket.bucket, connection))
         self.register_outputs(self.outputs)

@@ -25,6 +25,10 @@ def build(settings: Settings) -> pulumi.ComponentResource:
         from stacks.aws import AwsXComStorage
 
         return AwsXComStorage(COMPONENT_NAME, settings)
+    if settings.cloud == "gcp":
+        from stacks.gcp import GcpXComStorage
+
+        return GcpXComStorage(COMPONENT_NAME, settings)
     raise SettingsError([f"{PROJECT}:cloud: {settings.cloud!r} is not implemented"])
 
 

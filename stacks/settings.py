@@ -15,6 +15,7 @@ from xcom_backend import contract
 
 PROJECT = "airflow-xcom-backend"
 CLOUDS = tuple(contract.SCHEMES)
+IMPLEMENTED_CLOUDS = ("aws", "gcp")
 ALL = CLOUDS
 
 
@@ -28,7 +29,7 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("cloud", "string", "aws", "Cloud to deploy to: aws (gcp and azure are planned)."),
+    Key("cloud", "string", "aws", "Cloud to deploy to: aws or gcp (azure is planned)."),
     Key(
         "connectionId",
         "string",
@@ -76,16 +77,35 @@ KEYS: tuple[Key, ...] = (
         "Let `pulumi destroy` delete the bucket while it still holds XComs. "
         "Off by default so a destroy never deletes data silently.",
     ),
-    Key("tags", "string", "", "Extra tags as comma-separated key=value pairs, e.g. team=data,env=prod."),
-    Key("region", "string", "us-east-1", "AWS region of the bucket.", ("aws",)),
+    Key(
+        "tags",
+        "string",
+        "",
+        "Extra tags (GCP: labels) as comma-separated key=value pairs, e.g. team=data,env=prod.",
+    ),
     Key(
         "credentials",
         "string",
-        "access-key",
-        "access-key: an IAM user with an access key in the "
-        "connection; role: an IAM role trusting roleTrustPrincipalArn, no secret in the connection.",
-        ("aws",),
+        "",
+        "How Airflow authenticates; empty means the cloud's default. aws: access-key (default; an IAM user "
+        "and access key in the connection) or role (an IAM role trusting roleTrustPrincipalArn, no secret). "
+        "gcp: key (default; a service account and JSON key in the connection) or workload-identity (the role "
+        "is granted to workloadIdentityMember, no secret).",
     ),
+    Key(
+        "endpointUrl",
+        "string",
+        "",
+        "Storage endpoint the Airflow connection uses instead of the cloud's default (an S3-compatible store, "
+        "a private endpoint, an emulator); must be https unless allowHttpEndpoint.",
+    ),
+    Key(
+        "allowHttpEndpoint",
+        "boolean",
+        False,
+        "Allow a plain-http endpointUrl (emulators only; the bucket stays TLS-only on the real cloud).",
+    ),
+    Key("region", "string", "us-east-1", "AWS region of the bucket.", ("aws",)),
     Key("userName", "string", "airflow-xcom", "IAM user name (credentials=access-key).", ("aws",)),
     Key("roleName", "string", "airflow-xcom", "IAM role name (credentials=role).", ("aws",)),
     Key(
@@ -97,25 +117,45 @@ KEYS: tuple[Key, ...] = (
         ("aws",),
     ),
     Key("kmsKeyArn", "string", "", "KMS key ARN for SSE-KMS; empty uses SSE-S3 (AES256).", ("aws",)),
+    Key("project", "string", "", "GCP project id that owns the bucket (required for gcp).", ("gcp",)),
     Key(
-        "endpointUrl",
+        "location",
         "string",
-        "",
-        "S3 endpoint the Airflow connection uses instead of AWS's default "
-        "(an S3-compatible store, a VPC endpoint, an emulator); must be https unless allowHttpEndpoint.",
-        ("aws",),
+        "US",
+        "GCS bucket location: a multi-region (US, EU, ASIA), dual- or single region.",
+        ("gcp",),
     ),
     Key(
-        "allowHttpEndpoint",
-        "boolean",
-        False,
-        "Allow a plain-http endpointUrl (emulators only; the bucket policy still denies non-TLS requests on real AWS).",
-        ("aws",),
+        "serviceAccountId",
+        "string",
+        "airflow-xcom",
+        "Service account id, 6-30 characters (credentials=key).",
+        ("gcp",),
+    ),
+    Key(
+        "workloadIdentityMember",
+        "string",
+        "",
+        "IAM member granted access when credentials=workload-identity, e.g. "
+        "serviceAccount:airflow@my-project.iam.gserviceaccount.com or a principal:// workload identity.",
+        ("gcp",),
+    ),
+    Key(
+        "kmsKeyName",
+        "string",
+        "",
+        "Cloud KMS key (projects/.../locations/.../keyRings/.../cryptoKeys/...) for CMEK; empty uses "
+        "Google-managed encryption. The GCS service agent needs encrypter/decrypter on it.",
+        ("gcp",),
     ),
 )
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
 
-AWS_CREDENTIALS = ("access-key", "role")
+CREDENTIALS: Mapping[str, tuple[str, ...]] = {
+    "aws": ("access-key", "role"),
+    "gcp": ("key", "workload-identity"),
+    "azure": ("sas", "identity", "account-key"),
+}
 _INT_RE = re.compile(r"^-?\d+$")
 _AWS_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 _AWS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -125,6 +165,16 @@ _IAM_NAME_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 _PRINCIPAL_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")
 _KMS_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 _TAG_RE = re.compile(r"^[\w .:/=+\-@]*$")
+_GCS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
+_GCS_LOCATION_RE = re.compile(r"^(US|EU|ASIA|ASIA1|EUR4|EUR5|EUR7|EUR8|NAM4|[a-z]+-[a-z]+\d{1,2})$", re.IGNORECASE)
+_GCP_PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_GCP_ACCOUNT_ID_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_GCP_MEMBER_RE = re.compile(
+    r"^(serviceAccount:[\w.+-]+@[\w.-]+|user:[\w.+-]+@[\w.-]+|group:[\w.+-]+@[\w.-]+|principal(Set)?://\S+)$"
+)
+_GCP_KMS_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
+_GCP_LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_GCP_LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
 
 
 class SettingsError(ValueError):
@@ -138,12 +188,19 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class AwsSettings:
     region: str
-    credentials: str
     user_name: str
     role_name: str
     role_trust_principal_arn: str | None
     kms_key_arn: str | None
-    endpoint_url: str | None
+
+
+@dataclass(frozen=True)
+class GcpSettings:
+    project: str
+    location: str
+    service_account_id: str
+    workload_identity_member: str | None
+    kms_key_name: str | None
 
 
 @dataclass(frozen=True)
@@ -157,8 +214,11 @@ class Settings:
     backend: str
     expiry_days: int
     force_destroy: bool
+    credentials: str
+    endpoint_url: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     aws: AwsSettings | None = None
+    gcp: GcpSettings | None = None
 
 
 def _qualified(name: str) -> str:
@@ -250,13 +310,10 @@ def validate_aws_bucket_name(name: str) -> str:
     return name
 
 
-def _parse_aws(reader: _Reader) -> AwsSettings:
+def _parse_aws(reader: _Reader, credentials: str) -> AwsSettings:
     region = reader.string("region")
     if not _AWS_REGION_RE.match(region):
         reader.fail("region", f"{region!r} is not an AWS region name such as us-east-1 or eu-central-1")
-    credentials = reader.string("credentials")
-    if credentials not in AWS_CREDENTIALS:
-        reader.fail("credentials", f"{credentials!r} is not allowed: use one of {', '.join(AWS_CREDENTIALS)}")
     user_name, role_name = reader.string("userName"), reader.string("roleName")
     for name, value in (("userName", user_name), ("roleName", role_name)):
         if not _IAM_NAME_RE.match(value):
@@ -271,6 +328,61 @@ def _parse_aws(reader: _Reader) -> AwsSettings:
     kms_key_arn = reader.string("kmsKeyArn") or None
     if kms_key_arn and not _KMS_ARN_RE.match(kms_key_arn):
         reader.fail("kmsKeyArn", f"{kms_key_arn!r} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)")
+    return AwsSettings(region, user_name, role_name, principal, kms_key_arn)
+
+
+def validate_gcs_bucket_name(name: str) -> str:
+    if not _GCS_BUCKET_RE.match(name):
+        raise contract.ContractError(
+            f"{name!r} is not a valid GCS bucket name: use 3-63 lowercase letters, digits, hyphens and "
+            "underscores, starting and ending with a letter or digit (dotted, domain-named buckets are refused)"
+        )
+    if name.startswith("goog") or "google" in name or "g00gle" in name:
+        raise contract.ContractError(f"{name!r}: GCS refuses names starting with 'goog' or containing 'google'")
+    return name
+
+
+def _parse_gcp(reader: _Reader, credentials: str, tags: Mapping[str, str]) -> GcpSettings:
+    project = reader.string("project")
+    if not project:
+        reader.fail("project", "is required for gcp (the project id that owns the bucket)")
+    elif not _GCP_PROJECT_RE.match(project):
+        reader.fail("project", f"{project!r} is not a GCP project id (6-30 lowercase letters, digits, hyphens)")
+    location = reader.string("location")
+    if not _GCS_LOCATION_RE.match(location):
+        reader.fail("location", f"{location!r} is not a GCS location such as US, EU, ASIA, NAM4 or europe-west1")
+    account_id = reader.string("serviceAccountId")
+    if not _GCP_ACCOUNT_ID_RE.match(account_id):
+        reader.fail(
+            "serviceAccountId",
+            f"{account_id!r} is not a service account id (6-30 lowercase letters, "
+            "digits, hyphens; starting with a letter)",
+        )
+    member = reader.string("workloadIdentityMember") or None
+    if credentials == "workload-identity" and not member:
+        reader.fail("workloadIdentityMember", "is required when credentials=workload-identity")
+    if member and not _GCP_MEMBER_RE.match(member):
+        reader.fail(
+            "workloadIdentityMember",
+            f"{member!r} is not an IAM member: use serviceAccount:EMAIL, "
+            "principal://..., principalSet://..., user:EMAIL or group:EMAIL",
+        )
+    if member and credentials != "workload-identity":
+        reader.fail("workloadIdentityMember", "only applies with credentials=workload-identity")
+    kms_key_name = reader.string("kmsKeyName") or None
+    if kms_key_name and not _GCP_KMS_RE.match(kms_key_name):
+        reader.fail("kmsKeyName", f"{kms_key_name!r} is not projects/P/locations/L/keyRings/R/cryptoKeys/K")
+    for label, value in tags.items():
+        if not _GCP_LABEL_KEY_RE.match(label) or not _GCP_LABEL_VALUE_RE.match(value):
+            reader.fail(
+                "tags",
+                f"{label}={value}: GCP labels need lowercase keys starting with a letter and "
+                "values of lowercase letters, digits, _ or - (at most 63 each)",
+            )
+    return GcpSettings(project, location, account_id, member, kms_key_name)
+
+
+def _parse_endpoint(reader: _Reader) -> str | None:
     endpoint_url = reader.string("endpointUrl") or None
     allow_http = reader.boolean("allowHttpEndpoint")
     if endpoint_url:
@@ -282,7 +394,7 @@ def _parse_aws(reader: _Reader) -> AwsSettings:
                 "endpointUrl",
                 f"{endpoint_url!r} is plain http; use https, or set allowHttpEndpoint=true for an emulator",
             )
-    return AwsSettings(region, credentials, user_name, role_name, principal, kms_key_arn, endpoint_url)
+    return endpoint_url
 
 
 def parse(raw: Mapping[str, Any]) -> Settings:
@@ -295,8 +407,8 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     if cloud not in CLOUDS:
         reader.fail("cloud", f"{cloud!r} is not allowed: use one of {', '.join(CLOUDS)}")
         raise SettingsError(reader.problems)
-    if cloud != "aws":
-        reader.fail("cloud", f"{cloud!r} is not implemented yet; use aws")
+    if cloud not in IMPLEMENTED_CLOUDS:
+        reader.fail("cloud", f"{cloud!r} is not implemented yet; use one of {', '.join(IMPLEMENTED_CLOUDS)}")
         raise SettingsError(reader.problems)
     for name in sorted(raw):
         key = KEYS_BY_NAME.get(name)
@@ -308,7 +420,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     reader.check("connectionId", contract.validate_conn_id, conn_id)
     bucket_name = reader.string("bucketName") or None
     if bucket_name:
-        reader.check("bucketName", validate_aws_bucket_name, bucket_name)
+        reader.check("bucketName", BUCKET_NAME_VALIDATORS[cloud], bucket_name)
     prefix = reader.string("prefix")
     reader.check("prefix", contract.validate_prefix, prefix)
     threshold = reader.integer("threshold", -1)
@@ -319,7 +431,14 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     expiry_days = reader.integer("expiryDays", 0)
     force_destroy = reader.boolean("forceDestroy")
     tags = _parse_tags(reader)
-    aws = _parse_aws(reader)
+    credentials = reader.string("credentials") or CREDENTIALS[cloud][0]
+    if credentials not in CREDENTIALS[cloud]:
+        reader.fail(
+            "credentials", f"{credentials!r} is not allowed for {cloud}: use one of {', '.join(CREDENTIALS[cloud])}"
+        )
+    endpoint_url = _parse_endpoint(reader)
+    aws = _parse_aws(reader, credentials) if cloud == "aws" else None
+    gcp = _parse_gcp(reader, credentials, tags) if cloud == "gcp" else None
 
     if reader.problems:
         raise SettingsError(reader.problems)
@@ -333,6 +452,12 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         backend=backend,
         expiry_days=expiry_days,
         force_destroy=force_destroy,
+        credentials=credentials,
+        endpoint_url=endpoint_url,
         tags=tags,
         aws=aws,
+        gcp=gcp,
     )
+
+
+BUCKET_NAME_VALIDATORS = {"aws": validate_aws_bucket_name, "gcp": validate_gcs_bucket_name}

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from emulation.gcs import GcsMocks, GcsServer, gcs_server
 from emulation.moto import MotoMocks, MotoServer, moto_server
-from emulation.pulumi_runner import ProgramRun, run_program
+from emulation.pulumi_runner import EmulatorMocks, ProgramRun, run_program
 
 
 @pytest.fixture(scope="session")
@@ -21,13 +22,20 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    """gcp-storage-emulator plus a local token endpoint for the emitted service account key."""
+    with gcs_server(tmp_path_factory.mktemp("gcs")) as server:
+        yield server
+
+
 @dataclass
 class DeployedStack:
     """The AWS stack deployed into moto by the real program; ``key`` is the emitted access key."""
 
     run: ProgramRun
-    mocks: MotoMocks
-    server: MotoServer
+    mocks: EmulatorMocks
+    server: Any
 
     @property
     def env(self) -> dict[str, str]:
@@ -51,8 +59,13 @@ class DeployedStack:
         return self.server.client(service, self.key)
 
 
-def deploy(server: MotoServer, **settings: Any) -> DeployedStack:
-    mocks = MotoMocks(server)
+def deploy(server: MotoServer | GcsServer, **settings: Any) -> DeployedStack:
+    """Run the real program with the mocks that deploy into ``server``'s emulator."""
+    if isinstance(server, GcsServer):
+        mocks: EmulatorMocks = GcsMocks(server)
+        settings = {"cloud": "gcp", "project": "emulated-project", **settings}
+    else:
+        mocks = MotoMocks(server)
     config = {"endpointUrl": server.endpoint, "allowHttpEndpoint": True, "forceDestroy": True, **settings}
     return DeployedStack(run_program(config, mocks, stack="test"), mocks, server)
 

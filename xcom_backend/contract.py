@@ -145,6 +145,16 @@ def aws_connection(
     return connection
 
 
+def gcp_connection(*, project: str, keyfile_dict: str | None = None, endpoint_url: str | None = None) -> dict[str, Any]:
+    """Airflow ``google_cloud_platform`` connection; without a key the worker's own identity (ADC) is used."""
+    extra: dict[str, Any] = {"project": project}
+    if keyfile_dict:
+        extra["keyfile_dict"] = keyfile_dict
+    if endpoint_url:
+        extra["gcs.endpoint"] = endpoint_url  # read by Airflow's gs:// filesystem (gcsfs endpoint_url)
+    return {"conn_type": "google_cloud_platform", "extra": extra}
+
+
 @dataclass(frozen=True)
 class XComEnv:
     """Everything a deployment needs to set, for one cloud."""

@@ -14,16 +14,17 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def moto_processes() -> list[str]:
+def emulator_processes() -> list[str]:
     result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-    return [line for line in result.stdout.splitlines() if "moto_server" in line]
+    return [line for line in result.stdout.splitlines() if "moto_server" in line or "gcp-storage-emulator" in line]
 
 
-def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path) -> None:
-    before = moto_processes()
+@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path, cloud: str) -> None:
+    before = emulator_processes()
     work = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "emulation.demo", "--work-dir", str(work)],
+        [sys.executable, "-m", "emulation.demo", "--cloud", cloud, "--work-dir", str(work)],
         cwd=repo_root,
         capture_output=True,
         text=True,
@@ -37,12 +38,14 @@ def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path) -> None:
     small = next(line for line in output.splitlines() if line.strip().startswith("small_obj"))
     big = next(line for line in output.splitlines() if line.strip().startswith("big_obj"))
     assert "metadata DB" in small and small.split()[-1] == "True"
-    assert "s3://my_aws_conn@" in big and big.split()[-1] == "True"
-    assert "deleted s3 bucket" in output and "moto server stopped" in output
+    scheme = {"aws": "s3", "gcp": "gs"}[cloud]
+    assert f"{scheme}://my_{cloud}_conn@" in big and big.split()[-1] == "True"
+    assert f"deleted {'s3' if cloud == 'aws' else 'gcs'} bucket" in output and "emulator stopped" in output
 
     outputs = json.loads((work / "stack-outputs.json").read_text())
-    connection = json.loads(outputs["airflow_env"]["AIRFLOW_CONN_MY_AWS_CONN"])
-    assert connection["password"] not in output, "the secret key must never be printed"
+    connection = json.loads(outputs["airflow_env"][f"AIRFLOW_CONN_MY_{cloud.upper()}_CONN"])
+    secret = connection.get("password") or json.loads(connection["extra"]["keyfile_dict"])["private_key"]
+    assert secret not in output, "the secret key must never be printed"
     for name in ("stack-outputs.json", "airflow.env"):
         assert stat.S_IMODE(os.stat(work / name).st_mode) == 0o600
-    assert moto_processes() == before
+    assert emulator_processes() == before

@@ -1,4 +1,8 @@
-"""Real Airflow runs the tutorial DAG with the env the stack emitted, against moto with IAM enforced."""
+"""Real Airflow runs the tutorial DAG with the env the stack emitted, against the emulators.
+
+AWS: moto with IAM enforced, so the emitted least-privilege key is really what lets the task through.
+GCP: gcp-storage-emulator (no IAM); the emitted keyfile_dict is really loaded and used to get a token.
+"""
 
 from __future__ import annotations
 
@@ -31,11 +35,16 @@ def run_dag(home: AirflowHome) -> tuple[dict, dict]:
     return xcom_checks(result.stdout + result.stderr), home.xcom_rows(DAG_ID)
 
 
-@pytest.fixture(scope="module", params=["bundled", "common-io"])
-def deployed_dag_run(request, moto, tmp_path_factory):
-    stack = deploy(moto, backend=request.param, compression="gzip")
+SCHEMES = {"aws": "s3", "gcp": "gs"}
+
+
+@pytest.fixture(scope="module", params=[("aws", "bundled"), ("aws", "common-io"), ("gcp", "bundled")], ids=str)
+def deployed_dag_run(request, tmp_path_factory):
+    cloud, backend = request.param
+    server = request.getfixturevalue("moto" if cloud == "aws" else "gcs")
+    stack = deploy(server, backend=backend, compression="gzip")
     try:
-        work = tmp_path_factory.mktemp(f"e2e-{request.param}")
+        work = tmp_path_factory.mktemp(f"e2e-{cloud}-{backend}")
         env = exported_env(stack, work)
         home = make_airflow_home(work / "airflow", env)
         checks, rows = run_dag(home)
@@ -50,15 +59,26 @@ def test_small_xcom_stays_in_the_metadata_db(deployed_dag_run) -> None:
     assert checks["small_obj"] == {"key": "small_obj", "serialized_bytes": "9", "equal": "True"}
 
 
-def test_big_xcom_goes_to_s3_under_the_prefix_and_pulls_back_equal(deployed_dag_run) -> None:
+def object_size(stack: DeployedStack, key: str) -> int:
+    if stack.run.outputs["cloud"] == "aws":
+        return stack.client("s3").head_object(Bucket=stack.bucket, Key=key)["ContentLength"]
+    return stack.server.client().bucket(stack.bucket).get_blob(key).size
+
+
+def test_big_xcom_goes_to_storage_under_the_prefix_and_pulls_back_equal(deployed_dag_run) -> None:
     stack, env, _, checks, rows = deployed_dag_run
-    base = f"s3://my_aws_conn@{stack.bucket}/xcom/"
+    cloud = stack.run.outputs["cloud"]
+    base = f"{SCHEMES[cloud]}://my_{cloud}_conn@{stack.bucket}/xcom/"
     assert env[contract.PATH_ENV] + "/" == base
     url = rows["big_obj"]
     assert isinstance(url, str) and url.startswith(f"{base}{DAG_ID}/") and url.endswith(".gz")
     key = url.split(f"@{stack.bucket}/", 1)[1]
-    assert stack.client("s3").head_object(Bucket=stack.bucket, Key=key)["ContentLength"] > 0
+    assert object_size(stack, key) > 0
     assert checks["big_obj"]["equal"] == "True"
+    if cloud == "gcp":  # the emitted keyfile_dict was really loaded and exchanged for a token
+        keyfile = json.loads(json.loads(env["AIRFLOW_CONN_MY_GCP_CONN"])["extra"]["keyfile_dict"])
+        assert keyfile["client_email"] == "airflow-xcom@emulated-project.iam.gserviceaccount.com"
+        assert stack.server.tokens_issued, "the task never exchanged the emitted key for a token"
     assert int(checks["big_obj"]["serialized_bytes"]) >= 1000
 
 
@@ -66,7 +86,7 @@ def test_airflow_conf_reads_the_emitted_names(deployed_dag_run) -> None:
     stack, env, home, _, _ = deployed_dag_run
     expected = {
         ("core", "xcom_backend"): env[contract.XCOM_BACKEND_ENV],
-        ("common.io", "xcom_objectstorage_path"): f"s3://my_aws_conn@{stack.bucket}/xcom",
+        ("common.io", "xcom_objectstorage_path"): stack.run.outputs["objectstorage_path"],
         ("common.io", "xcom_objectstorage_threshold"): "1000",
         ("common.io", "xcom_objectstorage_compression"): "gzip",
     }

@@ -20,12 +20,12 @@ def test_defaults(repo_root: Path) -> None:
     assert parsed.backend == "bundled"
     assert (parsed.expiry_days, parsed.force_destroy) == (30, False)
     assert parsed.aws is not None
-    assert (parsed.aws.region, parsed.aws.credentials, parsed.aws.user_name) == (
+    assert (parsed.aws.region, parsed.credentials, parsed.aws.user_name) == (
         "us-east-1",
         "access-key",
         "airflow-xcom",
     )
-    assert parsed.aws.kms_key_arn is None and parsed.aws.endpoint_url is None
+    assert parsed.aws.kms_key_arn is None and parsed.endpoint_url is None and parsed.gcp is None
 
 
 def test_pulumi_yaml_declares_every_setting_with_type_default_description(repo_root: Path) -> None:
@@ -92,6 +92,7 @@ BAD_SETTINGS = [
     ({"region": "us-east"}, "region", "not an AWS region"),
     ({"region": "US-EAST-1"}, "region", "not an AWS region"),
     ({"credentials": "password"}, "credentials", "access-key, role"),
+    ({"credentials": "key"}, "credentials", "not allowed for aws"),
     ({"credentials": "role"}, "roleTrustPrincipalArn", "required when credentials=role"),
     ({"credentials": "role", "roleTrustPrincipalArn": "arn:aws:iam::12:role/x"}, "roleTrustPrincipalArn", "not an IAM"),
     ({"roleTrustPrincipalArn": "arn:aws:iam::123456789012:role/x"}, "roleTrustPrincipalArn", "only applies"),
@@ -100,6 +101,38 @@ BAD_SETTINGS = [
     ({"endpointUrl": "http://127.0.0.1:5000"}, "endpointUrl", "allowHttpEndpoint"),
     ({"endpointUrl": "ftp://x"}, "endpointUrl", "not an http(s) URL"),
     ({"xcomPrefix": "xcom"}, "xcomPrefix", "unknown setting"),
+    ({"location": "europe-west1"}, "location", "applies to gcp only, not aws"),
+    ({"cloud": "azure"}, "cloud", "not implemented yet"),
+    ({"cloud": "gcp"}, "project", "is required for gcp"),
+    ({"cloud": "gcp", "project": "P1"}, "project", "not a GCP project id"),
+    ({"cloud": "gcp", "project": "my-project-1", "location": "mars"}, "location", "not a GCS location"),
+    ({"cloud": "gcp", "project": "my-project-1", "bucketName": "google-xcom"}, "bucketName", "google"),
+    ({"cloud": "gcp", "project": "my-project-1", "bucketName": "a.b.c"}, "bucketName", "not a valid GCS bucket"),
+    ({"cloud": "gcp", "project": "my-project-1", "serviceAccountId": "ax"}, "serviceAccountId", "6-30"),
+    (
+        {"cloud": "gcp", "project": "my-project-1", "credentials": "workload-identity"},
+        "workloadIdentityMember",
+        "is required",
+    ),
+    (
+        {
+            "cloud": "gcp",
+            "project": "my-project-1",
+            "credentials": "workload-identity",
+            "workloadIdentityMember": "airflow@x.iam.gserviceaccount.com",
+        },
+        "workloadIdentityMember",
+        "not an IAM member",
+    ),
+    (
+        {"cloud": "gcp", "project": "my-project-1", "workloadIdentityMember": "user:a@b.c"},
+        "workloadIdentityMember",
+        "only applies",
+    ),
+    ({"cloud": "gcp", "project": "my-project-1", "kmsKeyName": "my-key"}, "kmsKeyName", "cryptoKeys"),
+    ({"cloud": "gcp", "project": "my-project-1", "tags": "Team=Data"}, "tags", "GCP labels"),
+    ({"cloud": "gcp", "project": "my-project-1", "credentials": "role"}, "credentials", "key, workload-identity"),
+    ({"cloud": "gcp", "project": "my-project-1", "region": "eu-west-1"}, "region", "applies to aws only"),
 ]
 
 

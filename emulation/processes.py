@@ -1,0 +1,77 @@
+"""Emulator subprocesses on 127.0.0.1: free port, start, wait until they answer, always stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class EmulatorProcess:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_until_up(self, probe_path: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}{probe_path}", timeout=2) as response:  # noqa: S310
+                    if response.status < 500:
+                        return
+            except urllib.error.HTTPError as err:
+                if err.code < 500:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not answer on {self.endpoint} within {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def emulator_process(
+    name: str, command: Sequence[str], log_dir: Path, port: int, probe_path: str, env: dict[str, str] | None = None
+) -> Iterator[EmulatorProcess]:
+    """Run ``command`` (which must listen on ``port``) until the block ends, whatever happens in it."""
+    log_path = Path(log_dir) / f"{name}-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            list(command), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    emulator = EmulatorProcess(name, port, process, log_path)
+    try:
+        emulator.wait_until_up(probe_path)
+        yield emulator
+    finally:
+        emulator.stop()

@@ -1,0 +1,128 @@
+"""GCP: a private GCS bucket and access scoped to this bucket and its XCom prefix, never project-wide."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+
+from stacks.env_outputs import airflow_env_outputs
+from stacks.settings import Settings
+from xcom_backend import contract
+
+BASE_LABELS = {"managed-by": "pulumi", "purpose": "airflow-xcom"}
+# The narrowest predefined role that reads, writes, deletes and lists objects (and multipart uploads):
+# no bucket settings, no IAM on objects (objectAdmin has setIamPolicy). A custom role would be narrower
+# still (no objects.update) but is a project-level resource, which this stack does not touch.
+OBJECT_ROLE = "roles/storage.objectUser"
+
+
+def prefix_condition(bucket: str, prefix: str) -> dict[str, str]:
+    """IAM condition limiting the binding to objects under the prefix.
+
+    Object operations are checked against ``projects/_/buckets/<bucket>/objects/<name>``. Listing is checked
+    against the bucket itself, so it is allowed only for requests listing under the prefix, using the
+    ``objectListPrefix`` attribute. A condition cannot limit what `storage.buckets.get` style reads of the
+    bucket's own metadata return, and listing only works when the client passes the prefix (gcsfs does).
+    """
+    return {
+        "title": "xcom-prefix-only",
+        "description": f"Objects under {prefix}/ in {bucket}, and listing under that prefix",
+        "expression": (
+            f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{prefix}/") || '
+            f'api.getAttribute("storage.googleapis.com/objectListPrefix", "").startsWith("{prefix}/")'
+        ),
+    }
+
+
+def keyfile_dict(private_key_b64: str) -> str:
+    """The service account key JSON that Airflow's google_cloud_platform connection takes as keyfile_dict."""
+    return base64.b64decode(private_key_b64).decode("utf-8")
+
+
+class GcpXComStorage(pulumi.ComponentResource):
+    """Bucket, bucket-level conditional binding, optional key, and the Airflow env."""
+
+    outputs: dict[str, Any]
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("airflow-xcom-backend:gcp:XComStorage", name, None, opts)
+        cfg = settings.gcp
+        assert cfg is not None
+        labels = {**BASE_LABELS, **settings.tags}
+        provider = gcp.Provider(f"{name}-provider", project=cfg.project, opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, provider=provider)
+
+        lifecycle_rules: list[dict[str, Any]] = [
+            {
+                "action": {"type": "AbortIncompleteMultipartUpload"},
+                "condition": {"age": 1, "matches_prefixes": [f"{settings.prefix}/"]},
+            }
+        ]
+        if settings.expiry_days > 0:
+            lifecycle_rules.append(
+                {
+                    "action": {"type": "Delete"},
+                    "condition": {"age": settings.expiry_days, "matches_prefixes": [f"{settings.prefix}/"]},
+                }
+            )
+        bucket = gcp.storage.Bucket(
+            name,
+            name=settings.bucket_name,
+            project=cfg.project,
+            location=cfg.location,
+            uniform_bucket_level_access=True,  # no object ACLs; IAM (and its conditions) is the only access path
+            public_access_prevention="enforced",
+            versioning={"enabled": False},
+            force_destroy=settings.force_destroy,
+            labels=labels,
+            lifecycle_rules=lifecycle_rules,
+            encryption={"default_kms_key_name": cfg.kms_key_name} if cfg.kms_key_name else None,
+            opts=child,
+        )
+
+        self.outputs = {
+            "cloud": "gcp",
+            "bucket_name": bucket.name,
+            "project": cfg.project,
+            "location": cfg.location,
+            "credentials": settings.credentials,
+        }
+        if settings.credentials == "key":
+            account = gcp.serviceaccount.Account(
+                f"{name}-sa",
+                account_id=cfg.service_account_id,
+                display_name="Airflow XCom backend",
+                description=f"Reads and writes Airflow XComs under {settings.prefix}/ in one bucket",
+                project=cfg.project,
+                opts=child,
+            )
+            member = account.email.apply(lambda email: f"serviceAccount:{email}")
+            key = gcp.serviceaccount.Key(f"{name}-sa-key", service_account_id=account.name, opts=child)
+            connection = pulumi.Output.secret(key.private_key).apply(
+                lambda private_key: contract.gcp_connection(
+                    project=cfg.project, keyfile_dict=keyfile_dict(private_key), endpoint_url=settings.endpoint_url
+                )
+            )
+            self.outputs["service_account_email"] = account.email
+        else:
+            assert cfg.workload_identity_member is not None
+            member = pulumi.Output.from_input(cfg.workload_identity_member)
+            connection = pulumi.Output.from_input(
+                contract.gcp_connection(project=cfg.project, endpoint_url=settings.endpoint_url)
+            )
+
+        gcp.storage.BucketIAMMember(
+            f"{name}-xcom-access",
+            bucket=bucket.name,
+            role=OBJECT_ROLE,
+            member=member,
+            condition=bucket.name.apply(lambda bucket_name: prefix_condition(bucket_name, settings.prefix)),
+            opts=child,
+        )
+        self.outputs["member"] = member
+
+        self.outputs.update(airflow_env_outputs(settings, bucket.name, connection))
+        self.register_outputs(self.outputs)
