@@ -8,10 +8,11 @@ PYTEST_ARGS ?=
 # uv writes .pyc files at install time; this machine disables writing them at import time.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help venv demo test unit integration e2e lint format lock clean
+
+.PHONY: help venv emulators demo test unit integration e2e lint format lock clean
 
 help:
-	@echo "make demo [CLOUD=aws]  offline end-to-end demo on embedded emulators"
+	@echo "make demo [CLOUD=aws|gcp|azure]  offline end-to-end demo on embedded emulators"
 	@echo "make test              lint + unit + integration + e2e tests"
 	@echo "make unit|integration|e2e|lint|format|lock|clean"
 
@@ -23,23 +24,30 @@ $(VENV)/.installed: pyproject.toml requirements-dev.lock
 
 venv: $(VENV)/.installed
 
-demo: venv
+# Azurite (Azure Storage emulator), pinned in package-lock.json, into ./node_modules.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+emulators: venv node_modules/.installed
+
+demo: emulators
 	$(PY) -m emulation.demo --cloud $(CLOUD)
 
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+test: lint emulators
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv
+integration: emulators
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-e2e: venv
+e2e: emulators
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 format: venv
@@ -51,4 +59,4 @@ lock: venv
 	$(UV) pip compile --quiet --python $(PY) --extra dev pyproject.toml -o requirements-dev.lock
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .demo .pytest_cache .ruff_cache .hypothesis

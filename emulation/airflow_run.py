@@ -40,8 +40,14 @@ class AirflowHome:
         return {key: json.loads(value) if value is not None else None for key, value in rows}
 
 
-def make_airflow_home(path: Path, deployment_env: dict[str, str]) -> AirflowHome:
-    """An AIRFLOW_HOME whose config comes only from ``deployment_env`` plus local DB/DAG settings."""
+def make_airflow_home(
+    path: Path, deployment_env: dict[str, str], emulator_env: dict[str, str] | None = None
+) -> AirflowHome:
+    """An AIRFLOW_HOME whose config comes only from ``deployment_env`` plus local DB/DAG settings.
+
+    ``emulator_env`` is what a client needs to talk to the local emulator (e.g. trust its TLS certificate);
+    it is kept apart because it is not part of what a real deployment gets.
+    """
     path.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
     env = {
@@ -52,7 +58,7 @@ def make_airflow_home(path: Path, deployment_env: dict[str, str]) -> AirflowHome
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{path / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AWS_EC2_METADATA_DISABLED": "true",  # no instance-metadata credential probing on this machine
-        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",  # see field notes: gcsfs stalls against the emulator
+        **(emulator_env or {}),
         **deployment_env,
     }
     home = AirflowHome(path=path, env=env)

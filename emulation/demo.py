@@ -1,8 +1,9 @@
-"""`make demo [CLOUD=aws|gcp]`: the whole chain offline, on a local emulator, with real Airflow.
+"""`make demo [CLOUD=aws|gcp|azure]`: the whole chain offline, on a local emulator, with real Airflow.
 
 EMULATION, not a cloud deployment: the Pulumi program runs under Pulumi's mock runtime, whose resource
 hooks create each declared resource in an emulator on 127.0.0.1 (moto with IAM enforced for AWS,
-gcp-storage-emulator for GCP). Airflow then runs the tutorial DAG with only the exported env.
+gcp-storage-emulator for GCP, Azurite over HTTPS for Azure). Airflow then runs the tutorial DAG with
+only the exported env.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +79,25 @@ def _gcp() -> CloudDemo:
     return CloudDemo("gcp-storage-emulator (no IAM) + a local token endpoint", gcs_server, GcsMocks, size)
 
 
-CLOUDS: dict[str, Callable[[], CloudDemo]] = {"aws": _aws, "gcp": _gcp}
+def _azure() -> CloudDemo:
+    from emulation.azurite import AzuriteMocks, azurite_server
+
+    def size(server: Any, url: str) -> int:
+        container, key = _split_url(url)
+        return server.client().get_blob_client(container, key).get_blob_properties().size
+
+    return CloudDemo("Azurite (blob, HTTPS with a local CA, SAS checked)", azurite_server, AzuriteMocks, size)
+
+
+CLOUDS: dict[str, Callable[[], CloudDemo]] = {"aws": _aws, "gcp": _gcp, "azure": _azure}
+
+
+def demo_overrides(cloud: str, server: Any) -> dict[str, Any]:
+    """Azure: the account Azurite was started with, and a SAS that expires a day from now."""
+    if cloud != "azure":
+        return {}
+    expiry = datetime.now(timezone.utc) + timedelta(days=1)
+    return {"storageAccountName": server.account_name, "sasExpiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def run(cloud: str, work_dir: Path) -> int:
@@ -96,7 +116,8 @@ def run(cloud: str, work_dir: Path) -> int:
         say(f"[1/6] {demo.emulator} up at {server.endpoint}")
         config = stack_config(example_stack)
         # The demo's own overrides: point the connection at the emulator, and let teardown empty the bucket.
-        config.update(endpointUrl=server.endpoint, allowHttpEndpoint=True, forceDestroy=True)
+        config.update(endpointUrl=server.endpoint, allowHttpEndpoint=server.endpoint.startswith("http:"))
+        config.update(forceDestroy=True, **demo_overrides(cloud, server))
         say(f"[2/6] `pulumi up` (emulated) with {example_stack.relative_to(REPO_ROOT)} + demo overrides:")
         say("      " + ", ".join(f"{k}={v}" for k, v in sorted(config.items())))
         mocks = demo.mocks(server)
@@ -134,7 +155,7 @@ def run(cloud: str, work_dir: Path) -> int:
             deployment_env = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
 
             say("[4/6] airflow db migrate (SQLite) with only the exported env")
-            home = make_airflow_home(work_dir / "airflow-home", deployment_env)
+            home = make_airflow_home(work_dir / "airflow-home", deployment_env, server.client_env)
             for key in (contract.PATH_KEY, contract.THRESHOLD_KEY, contract.COMPRESSION_KEY):
                 got = home.airflow("config", "get-value", contract.AIRFLOW_CONFIG_SECTION, key)
                 say(f"      airflow conf [{contract.AIRFLOW_CONFIG_SECTION}] {key} = {got.stdout.strip()}")

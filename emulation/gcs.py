@@ -63,6 +63,10 @@ class GcsServer:
     def endpoint(self) -> str:
         return self.emulator.endpoint
 
+    @property
+    def client_env(self) -> dict[str, str]:
+        return dict(GCSFS_ENV)
+
     def client(self, project: str = "emulated-project") -> storage.Client:
         return storage.Client(
             project=project, credentials=AnonymousCredentials(), client_options={"api_endpoint": self.endpoint}
@@ -113,28 +117,22 @@ def service_account_key(email: str, project: str, token_uri: str) -> dict[str, s
 class GcsMocks(EmulatorMocks):
     """Pulumi mocks that create the bucket in the emulator and mint a usable service account key."""
 
-    def __init__(self, server: GcsServer) -> None:
-        super().__init__()
-        self.server = server
+    server: GcsServer
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        if pulumi.runtime.is_dry_run():
-            return super().new_resource(args)
+    def deploy(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
         if args.typ == "gcp:storage/bucket:Bucket":
-            resource_id, outputs = self._create_bucket(args.name, inputs)
-        elif args.typ == "gcp:serviceaccount/key:Key":
-            resource_id, outputs = self._create_key(inputs)
-        else:
-            resource_id, outputs = self.compute(args)
-            if args.typ == "gcp:storage/bucketIAMMember:BucketIAMMember":
-                self.skipped.append(
-                    f"bucket IAM binding {inputs['role']} for {inputs['member']} with condition "
-                    f"'{inputs['condition']['title']}': the emulator has no IAM"
-                )
-            elif args.typ == "gcp:serviceaccount/account:Account":
-                self.skipped.append(f"service account {outputs['email']}: the emulator has no IAM")
-        self.record(args, outputs)
+            return self._create_bucket(args.name, inputs)
+        if args.typ == "gcp:serviceaccount/key:Key":
+            return self._create_key(inputs)
+        resource_id, outputs = self.compute(args)
+        if args.typ == "gcp:storage/bucketIAMMember:BucketIAMMember":
+            self.skipped.append(
+                f"bucket IAM binding {inputs['role']} for {inputs['member']} with condition "
+                f"'{inputs['condition']['title']}': the emulator has no IAM"
+            )
+        elif args.typ == "gcp:serviceaccount/account:Account":
+            self.skipped.append(f"service account {outputs['email']}: the emulator has no IAM")
         return resource_id, outputs
 
     def _create_bucket(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

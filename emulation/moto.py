@@ -38,6 +38,10 @@ class MotoServer:
     def endpoint(self) -> str:
         return self.emulator.endpoint
 
+    @property
+    def client_env(self) -> dict[str, str]:
+        return {}
+
     def set_enforcement(self, on: bool) -> None:
         # text/plain: with urllib's default form content type the server sees an empty body.
         request = urllib.request.Request(  # noqa: S310 (loopback only)
@@ -87,19 +91,9 @@ def moto_server(log_dir: Path, *, enforce_iam: bool = True) -> Iterator[MotoServ
 class MotoMocks(EmulatorMocks):
     """Pulumi mocks whose resource hooks create each declared setting in moto and return its real ids."""
 
-    def __init__(self, server: MotoServer) -> None:
-        super().__init__()
-        self.server = server
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        if pulumi.runtime.is_dry_run():
-            return super().new_resource(args)
+    def deploy(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         handler = getattr(self, "_create_" + args.typ.split(":")[-1], None)
-        if handler is None:
-            return super().new_resource(args)
-        resource_id, outputs = handler(args.name, dict(args.inputs))
-        self.record(args, outputs)
-        return resource_id, outputs
+        return handler(args.name, dict(args.inputs)) if handler else self.compute(args)
 
     # --- S3 -----------------------------------------------------------------------------------------
     def _create_Bucket(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

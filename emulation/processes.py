@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -27,17 +28,22 @@ class EmulatorProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
 
+    scheme: str = "http"
+    ca_file: Path | None = None
+
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def wait_until_up(self, probe_path: str, timeout: float = 60.0) -> None:
+        context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
             try:
-                with urllib.request.urlopen(f"{self.endpoint}{probe_path}", timeout=2) as response:  # noqa: S310
+                url = f"{self.endpoint}{probe_path}"
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
                     if response.status < 500:
                         return
             except urllib.error.HTTPError as err:
@@ -60,7 +66,13 @@ class EmulatorProcess:
 
 @contextlib.contextmanager
 def emulator_process(
-    name: str, command: Sequence[str], log_dir: Path, port: int, probe_path: str, env: dict[str, str] | None = None
+    name: str,
+    command: Sequence[str],
+    log_dir: Path,
+    port: int,
+    probe_path: str,
+    env: dict[str, str] | None = None,
+    ca_file: Path | None = None,
 ) -> Iterator[EmulatorProcess]:
     """Run ``command`` (which must listen on ``port``) until the block ends, whatever happens in it."""
     log_path = Path(log_dir) / f"{name}-{port}.log"
@@ -69,7 +81,7 @@ def emulator_process(
         process = subprocess.Popen(
             list(command), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
-    emulator = EmulatorProcess(name, port, process, log_path)
+    emulator = EmulatorProcess(name, port, process, log_path, "https" if ca_file else "http", ca_file)
     try:
         emulator.wait_until_up(probe_path)
         yield emulator

@@ -12,6 +12,7 @@ import base64
 import json
 import secrets
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from stacks import program
 from stacks.settings import PROJECT
 
 FAKE_ACCOUNT = "123456789012"
+FAKE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000cafe"
 
 
 @dataclass
@@ -96,6 +98,29 @@ class RecordingMocks(pulumi.runtime.Mocks):
             key = {"type": "service_account", "private_key_id": key_id, "private_key": "-----BEGIN PRIVATE KEY-----"}
             encoded = base64.b64encode(json.dumps(key).encode()).decode()
             return key_id, {**inputs, "name": key_id, "privateKey": encoded}
+        if typ.startswith("azure-native:"):
+            return self._azure(typ, name, inputs)
+        return f"{name}-id", inputs
+
+    def _azure(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        group_id = f"/subscriptions/{FAKE_SUBSCRIPTION}/resourceGroups/{inputs.get('resourceGroupName')}"
+        if typ == "azure-native:resources:ResourceGroup":
+            group = inputs.get("resourceGroupName") or auto_name(name)
+            return f"/subscriptions/{FAKE_SUBSCRIPTION}/resourceGroups/{group}", {**inputs, "name": group}
+        if typ == "azure-native:storage:StorageAccount":
+            account = inputs.get("accountName") or (name + secrets.token_hex(4))[:24]
+            resource_id = f"{group_id}/providers/Microsoft.Storage/storageAccounts/{account}"
+            return resource_id, {**inputs, "name": account, "id": resource_id}
+        if typ == "azure-native:storage:BlobContainer":
+            container = inputs.get("containerName") or auto_name(name)
+            account_id = f"{group_id}/providers/Microsoft.Storage/storageAccounts/{inputs['accountName']}"
+            return f"{account_id}/blobServices/default/containers/{container}", {**inputs, "name": container}
+        if typ == "azure-native:managedidentity:UserAssignedIdentity":
+            return f"{group_id}/identities/{name}", {
+                **inputs,
+                "principalId": str(uuid.uuid4()),
+                "clientId": str(uuid.uuid4()),
+            }
         return f"{name}-id", inputs
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -103,10 +128,26 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.record(args, outputs)
         return resource_id, outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":  # noqa: S105 (a type token)
-            return {"accountId": FAKE_ACCOUNT, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:user/deployer", "userId": "X"}, None
-        return {}, None
+            return {"accountId": FAKE_ACCOUNT, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:user/deployer", "userId": "X"}
+        if args.token == "azure-native:authorization:getClientConfig":  # noqa: S105 (a type token)
+            return {
+                "subscriptionId": FAKE_SUBSCRIPTION,
+                "tenantId": str(uuid.UUID(int=1)),
+                "clientId": str(uuid.UUID(int=2)),
+                "objectId": str(uuid.UUID(int=3)),
+            }
+        if args.token == "azure-native:storage:listStorageAccountServiceSAS":  # noqa: S105
+            fields = args.args
+            token = (
+                f"sv=2022-11-02&sr={fields['resource']}&sp={fields['permissions']}&spr={fields['protocols']}"
+                f"&se={fields['sharedAccessExpiryTime']}&sig={secrets.token_urlsafe(32)}"
+            )
+            return {"serviceSasToken": token}
+        if args.token == "azure-native:storage:listStorageAccountKeys":  # noqa: S105
+            return {"keys": [{"keyName": "key1", "permissions": "FULL", "value": secrets.token_urlsafe(48)}]}
+        return {}
 
 
 @dataclass
@@ -121,10 +162,22 @@ class Deployed:
 class EmulatorMocks(RecordingMocks):
     """Base for mocks that really create resources in an emulator and can tear them down again."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: Any) -> None:
         super().__init__()
+        self.server = server
         self.skipped: list[str] = []  # declared settings the emulator cannot apply, said plainly in the demo
         self.deployed: list[Deployed] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if pulumi.runtime.is_dry_run():  # a preview creates nothing
+            return super().new_resource(args)
+        resource_id, outputs = self.deploy(args)
+        self.record(args, outputs)
+        return resource_id, outputs
+
+    def deploy(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        """Create the resource in the emulator; by default it is only computed (the emulator lacks it)."""
+        return self.compute(args)
 
     def _deployed(self, kind: str, physical_id: str, delete: Callable[[], None]) -> None:
         self.deployed.append(Deployed(kind, physical_id, delete))

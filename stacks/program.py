@@ -29,6 +29,10 @@ def build(settings: Settings) -> pulumi.ComponentResource:
         from stacks.gcp import GcpXComStorage
 
         return GcpXComStorage(COMPONENT_NAME, settings)
+    if settings.cloud == "azure":
+        from stacks.azure import AzureXComStorage
+
+        return AzureXComStorage(COMPONENT_NAME, settings)
     raise SettingsError([f"{PROJECT}:cloud: {settings.cloud!r} is not implemented"])
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from xcom_backend import contract
 
 PROJECT = "airflow-xcom-backend"
 CLOUDS = tuple(contract.SCHEMES)
-IMPLEMENTED_CLOUDS = ("aws", "gcp")
+IMPLEMENTED_CLOUDS = ("aws", "gcp", "azure")
+DEFAULT_LOCATIONS = {"gcp": "US", "azure": "eastus"}
+AZURE_SKUS = ("Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_RAGRS", "Standard_GZRS", "Standard_RAGZRS")
 ALL = CLOUDS
 
 
@@ -29,14 +32,19 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("cloud", "string", "aws", "Cloud to deploy to: aws or gcp (azure is planned)."),
+    Key("cloud", "string", "aws", "Cloud to deploy to: aws, gcp or azure."),
     Key(
         "connectionId",
         "string",
         "",
         "Airflow connection id in the storage path and AIRFLOW_CONN_<ID>; empty means my_<cloud>_conn (my_aws_conn).",
     ),
-    Key("bucketName", "string", "", "Bucket name; empty lets Pulumi auto-name it from the stack."),
+    Key(
+        "bucketName",
+        "string",
+        "",
+        "Bucket name (Azure: blob container name); empty lets Pulumi auto-name it from the stack.",
+    ),
     Key(
         "prefix",
         "string",
@@ -90,7 +98,9 @@ KEYS: tuple[Key, ...] = (
         "How Airflow authenticates; empty means the cloud's default. aws: access-key (default; an IAM user "
         "and access key in the connection) or role (an IAM role trusting roleTrustPrincipalArn, no secret). "
         "gcp: key (default; a service account and JSON key in the connection) or workload-identity (the role "
-        "is granted to workloadIdentityMember, no secret).",
+        "is granted to workloadIdentityMember, no secret). azure: sas (default; a container-scoped service SAS "
+        "until sasExpiry), identity (a managed identity with Storage Blob Data Contributor on the container, no "
+        "secret) or account-key (opt-in, broad: the account key controls every container).",
     ),
     Key(
         "endpointUrl",
@@ -121,9 +131,10 @@ KEYS: tuple[Key, ...] = (
     Key(
         "location",
         "string",
-        "US",
-        "GCS bucket location: a multi-region (US, EU, ASIA), dual- or single region.",
-        ("gcp",),
+        "",
+        "gcp: bucket location, a multi-region (US, EU, ASIA), dual- or single region (default US); "
+        "azure: region such as westeurope (default eastus).",
+        ("gcp", "azure"),
     ),
     Key(
         "serviceAccountId",
@@ -147,6 +158,44 @@ KEYS: tuple[Key, ...] = (
         "Cloud KMS key (projects/.../locations/.../keyRings/.../cryptoKeys/...) for CMEK; empty uses "
         "Google-managed encryption. The GCS service agent needs encrypter/decrypter on it.",
         ("gcp",),
+    ),
+    Key(
+        "resourceGroupName",
+        "string",
+        "",
+        "Existing resource group to deploy into; empty creates a new one.",
+        ("azure",),
+    ),
+    Key(
+        "storageAccountName",
+        "string",
+        "",
+        "Storage account name, 3-24 lowercase letters and digits, globally unique; empty auto-names it.",
+        ("azure",),
+    ),
+    Key(
+        "skuName",
+        "string",
+        "Standard_LRS",
+        "Storage account SKU: Standard_LRS, Standard_ZRS, Standard_GRS, Standard_RAGRS, Standard_GZRS or "
+        "Standard_RAGZRS.",
+        ("azure",),
+    ),
+    Key(
+        "sasExpiry",
+        "string",
+        "",
+        "When the SAS stops working (credentials=sas, required), e.g. 2027-06-30 or 2027-06-30T12:00:00Z; "
+        "change it and run `pulumi up` to rotate the SAS.",
+        ("azure",),
+    ),
+    Key(
+        "identityPrincipalId",
+        "string",
+        "",
+        "credentials=identity: object id of an existing principal (e.g. a workload identity) to grant; "
+        "empty creates a user-assigned managed identity.",
+        ("azure",),
     ),
 )
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
@@ -175,6 +224,11 @@ _GCP_MEMBER_RE = re.compile(
 _GCP_KMS_RE = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 _GCP_LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _GCP_LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_AZURE_CONTAINER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_AZURE_ACCOUNT_RE = re.compile(r"^[a-z0-9]{3,24}$")
+_AZURE_LOCATION_RE = re.compile(r"^[a-z][a-z0-9]*$")
+_AZURE_GROUP_RE = re.compile(r"^[\w.()-]{0,89}[\w()-]$")
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class SettingsError(ValueError):
@@ -204,6 +258,16 @@ class GcpSettings:
 
 
 @dataclass(frozen=True)
+class AzureSettings:
+    location: str
+    resource_group_name: str | None
+    storage_account_name: str | None
+    sku_name: str
+    sas_expiry: str | None  # ISO 8601 UTC, e.g. 2027-06-30T00:00:00Z
+    identity_principal_id: str | None
+
+
+@dataclass(frozen=True)
 class Settings:
     cloud: str
     conn_id: str
@@ -219,6 +283,7 @@ class Settings:
     tags: Mapping[str, str] = field(default_factory=dict)
     aws: AwsSettings | None = None
     gcp: GcpSettings | None = None
+    azure: AzureSettings | None = None
 
 
 def _qualified(name: str) -> str:
@@ -348,7 +413,7 @@ def _parse_gcp(reader: _Reader, credentials: str, tags: Mapping[str, str]) -> Gc
         reader.fail("project", "is required for gcp (the project id that owns the bucket)")
     elif not _GCP_PROJECT_RE.match(project):
         reader.fail("project", f"{project!r} is not a GCP project id (6-30 lowercase letters, digits, hyphens)")
-    location = reader.string("location")
+    location = reader.string("location") or DEFAULT_LOCATIONS["gcp"]
     if not _GCS_LOCATION_RE.match(location):
         reader.fail("location", f"{location!r} is not a GCS location such as US, EU, ASIA, NAM4 or europe-west1")
     account_id = reader.string("serviceAccountId")
@@ -382,6 +447,63 @@ def _parse_gcp(reader: _Reader, credentials: str, tags: Mapping[str, str]) -> Gc
     return GcpSettings(project, location, account_id, member, kms_key_name)
 
 
+def validate_azure_container_name(name: str) -> str:
+    if not _AZURE_CONTAINER_RE.match(name) or "--" in name:
+        raise contract.ContractError(
+            f"{name!r} is not a valid blob container name: use 3-63 lowercase letters, digits and single "
+            "hyphens, starting and ending with a letter or digit"
+        )
+    return name
+
+
+def _parse_sas_expiry(reader: _Reader, credentials: str, now: datetime) -> str | None:
+    text = reader.string("sasExpiry")
+    if not text:
+        if credentials == "sas":
+            example = (now + timedelta(days=90)).date().isoformat()
+            reader.fail("sasExpiry", f"is required when credentials=sas: a date such as {example} (the SAS stops then)")
+        return None
+    if credentials != "sas":
+        reader.fail("sasExpiry", "only applies with credentials=sas")
+        return None
+    try:
+        expiry = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        reader.fail("sasExpiry", f"{text!r} is not a date or date-time such as 2027-06-30 or 2027-06-30T12:00:00Z")
+        return None
+    if expiry.tzinfo is None:
+        expiry = expiry.replace(tzinfo=timezone.utc)
+    if expiry <= now:
+        reader.fail("sasExpiry", f"{text!r} is in the past; choose a future date to issue (or rotate) the SAS")
+        return None
+    return expiry.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_azure(reader: _Reader, credentials: str, now: datetime) -> AzureSettings:
+    location = reader.string("location") or DEFAULT_LOCATIONS["azure"]
+    if not _AZURE_LOCATION_RE.match(location):
+        reader.fail("location", f"{location!r} is not an Azure region name such as eastus or westeurope")
+    group = reader.string("resourceGroupName") or None
+    if group and not _AZURE_GROUP_RE.match(group):
+        reader.fail("resourceGroupName", f"{group!r} is not a resource group name (1-90 letters, digits, ._-())")
+    account = reader.string("storageAccountName") or None
+    if account and not _AZURE_ACCOUNT_RE.match(account):
+        reader.fail(
+            "storageAccountName",
+            f"{account!r} is not allowed: use 3-24 lowercase letters and digits (it must also be globally unique)",
+        )
+    sku = reader.string("skuName")
+    if sku not in AZURE_SKUS:
+        reader.fail("skuName", f"{sku!r} is not allowed: use one of {', '.join(AZURE_SKUS)}")
+    principal = reader.string("identityPrincipalId") or None
+    if principal and not _UUID_RE.match(principal):
+        reader.fail("identityPrincipalId", f"{principal!r} is not an object id (a GUID)")
+    if principal and credentials != "identity":
+        reader.fail("identityPrincipalId", "only applies with credentials=identity")
+    expiry = _parse_sas_expiry(reader, credentials, now)
+    return AzureSettings(location, group, account, sku, expiry, principal)
+
+
 def _parse_endpoint(reader: _Reader) -> str | None:
     endpoint_url = reader.string("endpointUrl") or None
     allow_http = reader.boolean("allowHttpEndpoint")
@@ -397,9 +519,10 @@ def _parse_endpoint(reader: _Reader) -> str | None:
     return endpoint_url
 
 
-def parse(raw: Mapping[str, Any]) -> Settings:
+def parse(raw: Mapping[str, Any], *, now: datetime | None = None) -> Settings:
     """Validate raw config (keys without the project prefix); raise SettingsError listing every problem."""
     reader = _Reader(raw)
+    now = now or datetime.now(timezone.utc)
     for name in sorted(set(raw) - set(KEYS_BY_NAME)):
         reader.fail(name, f"unknown setting; known settings: {', '.join(sorted(KEYS_BY_NAME))}")
 
@@ -439,6 +562,9 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     endpoint_url = _parse_endpoint(reader)
     aws = _parse_aws(reader, credentials) if cloud == "aws" else None
     gcp = _parse_gcp(reader, credentials, tags) if cloud == "gcp" else None
+    azure = _parse_azure(reader, credentials, now) if cloud == "azure" else None
+    if cloud == "azure" and credentials == "identity" and endpoint_url:
+        reader.fail("endpointUrl", "is not supported with credentials=identity (adlfs then ignores the endpoint)")
 
     if reader.problems:
         raise SettingsError(reader.problems)
@@ -457,7 +583,12 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         tags=tags,
         aws=aws,
         gcp=gcp,
+        azure=azure,
     )
 
 
-BUCKET_NAME_VALIDATORS = {"aws": validate_aws_bucket_name, "gcp": validate_gcs_bucket_name}
+BUCKET_NAME_VALIDATORS = {
+    "aws": validate_aws_bucket_name,
+    "gcp": validate_gcs_bucket_name,
+    "azure": validate_azure_container_name,
+}

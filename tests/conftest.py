@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from emulation.azurite import AzuriteMocks, AzuriteServer, azurite_server
 from emulation.gcs import GcsMocks, GcsServer, gcs_server
 from emulation.moto import MotoMocks, MotoServer, moto_server
 from emulation.pulumi_runner import EmulatorMocks, ProgramRun, run_program
@@ -26,6 +28,13 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
 def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
     """gcp-storage-emulator plus a local token endpoint for the emitted service account key."""
     with gcs_server(tmp_path_factory.mktemp("gcs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    """Azurite's blob service over HTTPS (throwaway local CA) with one registered storage account."""
+    with azurite_server(tmp_path_factory.mktemp("azurite")) as server:
         yield server
 
 
@@ -59,14 +68,19 @@ class DeployedStack:
         return self.server.client(service, self.key)
 
 
-def deploy(server: MotoServer | GcsServer, **settings: Any) -> DeployedStack:
+def deploy(server: MotoServer | GcsServer | AzuriteServer, **settings: Any) -> DeployedStack:
     """Run the real program with the mocks that deploy into ``server``'s emulator."""
     if isinstance(server, GcsServer):
         mocks: EmulatorMocks = GcsMocks(server)
         settings = {"cloud": "gcp", "project": "emulated-project", **settings}
+    elif isinstance(server, AzuriteServer):
+        mocks = AzuriteMocks(server)
+        expiry = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        settings = {"cloud": "azure", "storageAccountName": server.account_name, "sasExpiry": expiry, **settings}
     else:
         mocks = MotoMocks(server)
-    config = {"endpointUrl": server.endpoint, "allowHttpEndpoint": True, "forceDestroy": True, **settings}
+    allow_http = server.endpoint.startswith("http:")
+    config = {"endpointUrl": server.endpoint, "allowHttpEndpoint": allow_http, "forceDestroy": True, **settings}
     return DeployedStack(run_program(config, mocks, stack="test"), mocks, server)
 
 

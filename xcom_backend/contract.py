@@ -155,6 +155,41 @@ def gcp_connection(*, project: str, keyfile_dict: str | None = None, endpoint_ur
     return {"conn_type": "google_cloud_platform", "extra": extra}
 
 
+def azure_connection(
+    *,
+    account_name: str,
+    sas_token: str | None = None,
+    account_key: str | None = None,
+    managed_identity_client_id: str | None = None,
+    endpoint_url: str | None = None,
+) -> dict[str, Any]:
+    """Airflow ``wasb`` connection in the form its ``abfs://`` filesystem (adlfs) reads.
+
+    Without a credential the worker's own Azure identity is used (DefaultAzureCredential). ``endpoint_url``
+    is the full blob service URL; adlfs only honours one given inside a connection string.
+    """
+    if sum(bool(value) for value in (sas_token, account_key, managed_identity_client_id)) > 1:
+        raise ContractError("an Azure connection takes one credential: a SAS, an account key or an identity")
+    if endpoint_url:
+        if managed_identity_client_id:
+            raise ContractError("a custom blob endpoint needs a SAS or an account key, not a managed identity")
+        parts = [f"BlobEndpoint={endpoint_url.rstrip('/')}"]
+        if sas_token:
+            parts.append(f"SharedAccessSignature={sas_token.lstrip('?')}")
+        elif account_key:
+            parts += ["DefaultEndpointsProtocol=" + endpoint_url.split("://")[0], f"AccountName={account_name}"]
+            parts.append(f"AccountKey={account_key}")
+        return {"conn_type": "wasb", "extra": {"connection_string": ";".join(parts) + ";"}}
+    extra: dict[str, Any] = {"account_name": account_name}
+    if sas_token:
+        extra["sas_token"] = sas_token.lstrip("?")
+    if account_key:
+        extra["account_key"] = account_key
+    if managed_identity_client_id:
+        extra["managed_identity_client_id"] = managed_identity_client_id
+    return {"conn_type": "wasb", "login": account_name, "extra": extra}
+
+
 @dataclass(frozen=True)
 class XComEnv:
     """Everything a deployment needs to set, for one cloud."""

@@ -16,10 +16,11 @@ pytestmark = pytest.mark.e2e
 
 def emulator_processes() -> list[str]:
     result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-    return [line for line in result.stdout.splitlines() if "moto_server" in line or "gcp-storage-emulator" in line]
+    names = ("moto_server", "gcp-storage-emulator", "azurite")
+    return [line for line in result.stdout.splitlines() if any(name in line for name in names)]
 
 
-@pytest.mark.parametrize("cloud", ["aws", "gcp"])
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
 def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path, cloud: str) -> None:
     before = emulator_processes()
     work = tmp_path / "demo"
@@ -38,13 +39,19 @@ def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path, cloud: str) 
     small = next(line for line in output.splitlines() if line.strip().startswith("small_obj"))
     big = next(line for line in output.splitlines() if line.strip().startswith("big_obj"))
     assert "metadata DB" in small and small.split()[-1] == "True"
-    scheme = {"aws": "s3", "gcp": "gs"}[cloud]
+    scheme = {"aws": "s3", "gcp": "gs", "azure": "abfs"}[cloud]
     assert f"{scheme}://my_{cloud}_conn@" in big and big.split()[-1] == "True"
-    assert f"deleted {'s3' if cloud == 'aws' else 'gcs'} bucket" in output and "emulator stopped" in output
+    deleted = {"aws": "deleted s3 bucket", "gcp": "deleted gcs bucket", "azure": "deleted blob container"}[cloud]
+    assert deleted in output and "emulator stopped" in output
 
     outputs = json.loads((work / "stack-outputs.json").read_text())
     connection = json.loads(outputs["airflow_env"][f"AIRFLOW_CONN_MY_{cloud.upper()}_CONN"])
-    secret = connection.get("password") or json.loads(connection["extra"]["keyfile_dict"])["private_key"]
+    if cloud == "aws":
+        secret = connection["password"]
+    elif cloud == "gcp":
+        secret = json.loads(connection["extra"]["keyfile_dict"])["private_key"]
+    else:
+        secret = connection["extra"]["connection_string"].split("sig=", 1)[1].split(";", 1)[0]
     assert secret not in output, "the secret key must never be printed"
     for name in ("stack-outputs.json", "airflow.env"):
         assert stat.S_IMODE(os.stat(work / name).st_mode) == 0o600

@@ -2,6 +2,7 @@
 
 AWS: moto with IAM enforced, so the emitted least-privilege key is really what lets the task through.
 GCP: gcp-storage-emulator (no IAM); the emitted keyfile_dict is really loaded and used to get a token.
+Azure: Azurite over verified HTTPS; the emitted https-only container SAS is what authorises the task.
 """
 
 from __future__ import annotations
@@ -35,18 +36,23 @@ def run_dag(home: AirflowHome) -> tuple[dict, dict]:
     return xcom_checks(result.stdout + result.stderr), home.xcom_rows(DAG_ID)
 
 
-SCHEMES = {"aws": "s3", "gcp": "gs"}
+SCHEMES = {"aws": "s3", "gcp": "gs", "azure": "abfs"}
+EMULATOR_FIXTURES = {"aws": "moto", "gcp": "gcs", "azure": "azurite"}
 
 
-@pytest.fixture(scope="module", params=[("aws", "bundled"), ("aws", "common-io"), ("gcp", "bundled")], ids=str)
+@pytest.fixture(
+    scope="module",
+    params=[("aws", "bundled"), ("aws", "common-io"), ("gcp", "bundled"), ("azure", "bundled")],
+    ids=str,
+)
 def deployed_dag_run(request, tmp_path_factory):
     cloud, backend = request.param
-    server = request.getfixturevalue("moto" if cloud == "aws" else "gcs")
+    server = request.getfixturevalue(EMULATOR_FIXTURES[cloud])
     stack = deploy(server, backend=backend, compression="gzip")
     try:
         work = tmp_path_factory.mktemp(f"e2e-{cloud}-{backend}")
         env = exported_env(stack, work)
-        home = make_airflow_home(work / "airflow", env)
+        home = make_airflow_home(work / "airflow", env, server.client_env)
         checks, rows = run_dag(home)
         yield stack, env, home, checks, rows
     finally:
@@ -60,8 +66,11 @@ def test_small_xcom_stays_in_the_metadata_db(deployed_dag_run) -> None:
 
 
 def object_size(stack: DeployedStack, key: str) -> int:
-    if stack.run.outputs["cloud"] == "aws":
+    cloud = stack.run.outputs["cloud"]
+    if cloud == "aws":
         return stack.client("s3").head_object(Bucket=stack.bucket, Key=key)["ContentLength"]
+    if cloud == "azure":
+        return stack.server.client().get_blob_client(stack.bucket, key).get_blob_properties().size
     return stack.server.client().bucket(stack.bucket).get_blob(key).size
 
 

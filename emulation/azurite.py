@@ -1,0 +1,129 @@
+"""Azurite (Azure Blob emulator, from ./node_modules) on 127.0.0.1, and Pulumi mocks that deploy into it.
+
+Azurite holds storage accounts given at start-up, so the emulated account is registered then under the name
+the stack is told to use. What it cannot show: Azurite serves plain http and has no Azure AD, resource
+groups, account hardening flags (HTTPS-only, minimum TLS, shared-key switch), lifecycle management or role
+assignments; those are recorded (and asserted by the unit tests), not enforced. It does check SAS
+signatures, permissions and expiry, so the SAS the stack emits is really what authorises the demo's writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+
+from emulation.airflow_run import REPO_ROOT
+from emulation.processes import EmulatorProcess, emulator_process, free_port
+from emulation.pulumi_runner import EmulatorMocks
+from emulation.tls import LoopbackCertificate, make_loopback_certificate
+
+AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
+
+
+@dataclass
+class AzuriteServer:
+    emulator: EmulatorProcess
+    account_name: str
+    account_key: str
+    certificate: LoopbackCertificate
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What a client process needs to verify Azurite's certificate (OpenSSL and requests read these)."""
+        ca = str(self.certificate.ca_file)
+        return {"SSL_CERT_FILE": ca, "REQUESTS_CA_BUNDLE": ca}
+
+    @property
+    def endpoint(self) -> str:
+        """The account's blob service URL (path-style, as Azurite serves it on 127.0.0.1)."""
+        return f"{self.emulator.endpoint}/{self.account_name}"
+
+    def client(self, credential: str | None = None) -> BlobServiceClient:
+        return BlobServiceClient(
+            account_url=self.endpoint,
+            credential=credential or self.account_key,
+            connection_verify=str(self.certificate.ca_file),
+        )
+
+
+@contextlib.contextmanager
+def azurite_server(log_dir: Path) -> Iterator[AzuriteServer]:
+    if not AZURITE_BIN.exists():
+        raise RuntimeError(f"{AZURITE_BIN} is missing: run `make node_modules` (npm ci) first")
+    account = "xcom" + secrets.token_hex(5)
+    key = base64.b64encode(secrets.token_bytes(64)).decode()
+    port = free_port()
+    certificate = make_loopback_certificate(Path(log_dir) / f"azurite-tls-{port}")
+    command = [
+        str(AZURITE_BIN),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--inMemoryPersistence",
+        "--skipApiVersionCheck",
+        "--loose",
+        "--disableProductStyleUrl",
+        "--disableTelemetry",
+        "--cert",
+        str(certificate.cert_file),
+        "--key",
+        str(certificate.key_file),
+    ]
+    env = {"AZURITE_ACCOUNTS": f"{account}:{key}"}
+    probe = f"/{account}?comp=list"
+    with emulator_process("azurite", command, log_dir, port, probe, env, certificate.ca_file) as emulator:
+        yield AzuriteServer(emulator, account, key, certificate)
+
+
+class AzuriteMocks(EmulatorMocks):
+    """Pulumi mocks that create the container in Azurite and sign real SAS tokens with the account key."""
+
+    server: AzuriteServer
+
+    def deploy(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        resource_id, outputs = self.compute(args)
+        kind = args.typ.split(":")[-1]
+        if kind == "StorageAccount":
+            if outputs["name"] != self.server.account_name:
+                raise RuntimeError(f"Azurite only serves account {self.server.account_name}, not {outputs['name']}")
+            self.skipped.append(
+                "storage account hardening (HTTPS-only switch, minimum TLS 1.2, no public blob access, shared-key "
+                "switch): recorded, not enforced by Azurite"
+            )
+        elif kind == "BlobContainer":
+            self._create_container(outputs["name"])
+        elif kind in ("ResourceGroup", "ManagementPolicy", "UserAssignedIdentity", "RoleAssignment"):
+            self.skipped.append(f"{kind} {args.name}: Azurite has no such thing")
+        return resource_id, outputs
+
+    def _create_container(self, name: str) -> None:
+        client = self.server.client()
+        client.create_container(name)  # no public access level: private
+        self._deployed("blob container", name, lambda: client.delete_container(name))
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        if args.token == "azure-native:storage:listStorageAccountServiceSAS":  # noqa: S105 (a type token)
+            fields = args.args
+            container = fields["canonicalizedResource"].rsplit("/", 1)[-1]
+            token = generate_container_sas(
+                account_name=self.server.account_name,
+                container_name=container,
+                account_key=self.server.account_key,
+                permission=ContainerSasPermissions.from_string(fields["permissions"]),
+                expiry=datetime.fromisoformat(fields["sharedAccessExpiryTime"].replace("Z", "+00:00")),
+                protocol=fields["protocols"],
+            )
+            return {"serviceSasToken": token}
+        if args.token == "azure-native:storage:listStorageAccountKeys":  # noqa: S105
+            return {"keys": [{"keyName": "key1", "permissions": "FULL", "value": self.server.account_key}]}
+        return super().call(args)
