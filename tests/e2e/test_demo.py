@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import stat
 import subprocess
 import sys
@@ -14,15 +16,14 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def emulator_processes() -> list[str]:
-    result = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-    names = ("moto_server", "gcp-storage-emulator", "azurite")
-    return [line for line in result.stdout.splitlines() if any(name in line for name in names)]
+def still_listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
 def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path, cloud: str) -> None:
-    before = emulator_processes()
     work = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "emulation.demo", "--cloud", cloud, "--work-dir", str(work)],
@@ -55,4 +56,5 @@ def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path, cloud: str) 
     assert secret not in output, "the secret key must never be printed"
     for name in ("stack-outputs.json", "airflow.env"):
         assert stat.S_IMODE(os.stat(work / name).st_mode) == 0o600
-    assert emulator_processes() == before
+    port = int(re.search(r"up at https?://127\.0\.0\.1:(\d+)", output).group(1))
+    assert not still_listening(port), f"the demo left its emulator running on port {port}"
