@@ -39,6 +39,12 @@ class AirflowHome:
             rows = db.execute("SELECT key, value FROM xcom WHERE dag_id = ?", (dag_id,)).fetchall()
         return {key: json.loads(value) if value is not None else None for key, value in rows}
 
+    def task_states(self, dag_id: str) -> dict[str, str]:
+        """task_id -> state of the latest try, from the metadata DB."""
+        with sqlite3.connect(self.db_path) as db:
+            rows = db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ?", (dag_id,)).fetchall()
+        return dict(rows)
+
 
 def make_airflow_home(
     path: Path, deployment_env: dict[str, str], emulator_env: dict[str, str] | None = None

@@ -1,19 +1,35 @@
-"""The XCom backend the stacks point Airflow at.
+"""The XCom backend the stacks point Airflow at: a drop-in for common-io's, better where it hurts.
 
-It reads the same ``[common.io]`` settings as Airflow's ``XComObjectStorageBackend`` and stores
-references in the same form (the object's full URL), so either class can read what the other wrote.
-Unlike common-io it writes without ``exists()``/``mkdir()`` probes (object stores have no directories,
-and the probes need bucket-level permissions the least-privilege policy does not grant) and it never
-hands back the URL string in place of a value whose object is missing.
+Same ``[common.io]`` settings as Airflow's ``XComObjectStorageBackend``. Differences, each tested:
+
+- retry-stable keys: ``<base>/<dag_id>/<run_id>/<task_id>/<map_index>/<key>.json[.gz]`` (components
+  percent-encoded), so a retry overwrites its own object instead of orphaning one;
+- one storage request per write (``pipe_file``; no ``exists()``/``mkdir()`` probes) and one per read
+  (``cat_file``), with the filesystem resolved once per process;
+- the DB row holds a small reference object with the URL, sizes and a SHA-256 of the stored bytes; reads
+  verify them, and a missing, truncated or corrupted object raises an error naming the URL and the task
+  that wrote it — never the URL in place of the value;
+- outside a running task (scheduler, API server, CLI) an unreadable object yields a short preview
+  instead of a crash.
+
+Reading what common-io wrote (a bare URL string under the base path) keeps working. The reverse does
+not: common-io hands our reference object back as the value (see README, "Switching back").
 """
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
+import hashlib
 import json
-import uuid
+import lzma
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import fsspec.utils
 from airflow.providers.common.compat.sdk import conf
@@ -24,16 +40,63 @@ from airflow.utils.json import XComDecoder, XComEncoder
 from xcom_backend import contract
 
 if TYPE_CHECKING:
-    from airflow.sdk.execution_time.comms import XComResult
+    from fsspec import AbstractFileSystem
+
+REFERENCE_MARKER = contract.REFERENCE_MARKER
+REFERENCE_VERSION = 1
+MAX_KEY_BYTES = 1024  # S3's limit; GCS and Azure allow as much or more
+_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": lambda data: gzip.compress(data, compresslevel=6, mtime=0),
+    "bz2": bz2.compress,
+    "lzma": lzma.compress,  # fsspec reads .lzma and .xz with LZMAFile, which takes the xz format
+    "xz": lzma.compress,
+}
+_DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.decompress,
+    "bz2": bz2.decompress,
+    "lzma": lzma.decompress,
+    "xz": lzma.decompress,
+}
 
 
-class XComObjectMissingError(FileNotFoundError):
+class XComObjectError(RuntimeError):
+    """An offloaded XCom that cannot be returned as it was written."""
+
+
+class XComObjectMissingError(XComObjectError, FileNotFoundError):
     """The metadata DB points at an object that is not (or no longer) in storage."""
 
 
+class XComObjectCorruptError(XComObjectError, ValueError):
+    """The stored bytes differ from what was written (truncated, overwritten or corrupted)."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """The configured base path, resolved once per process."""
+
+    base_url: str  # as configured, e.g. s3://my_aws_conn@bucket/xcom
+    base_path: str  # the filesystem's own path for it, e.g. bucket/xcom
+    fs: AbstractFileSystem
+    compression: str | None
+
+
 @cache
-def _base_path() -> ObjectStoragePath:
-    return ObjectStoragePath(conf.get_mandatory_value(contract.AIRFLOW_CONFIG_SECTION, contract.PATH_KEY))
+def store() -> Store:
+    base_url = conf.get_mandatory_value(contract.AIRFLOW_CONFIG_SECTION, contract.PATH_KEY).rstrip("/")
+    compression = conf.get(contract.AIRFLOW_CONFIG_SECTION, contract.COMPRESSION_KEY, fallback=None) or None
+    if compression is not None and compression not in _COMPRESSORS:
+        raise ValueError(
+            f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.COMPRESSION_KEY}={compression!r} is not supported; "
+            f"use one of {', '.join(_COMPRESSORS)} or leave it empty"
+        )
+    path = ObjectStoragePath(base_url)
+    return Store(
+        base_url=base_url,
+        base_path=path.path.rstrip("/"),
+        fs=path.fs,
+        compression=compression,
+    )
 
 
 @cache
@@ -41,19 +104,29 @@ def _threshold() -> int:
     return conf.getint(contract.AIRFLOW_CONFIG_SECTION, contract.THRESHOLD_KEY, fallback=-1)
 
 
-@cache
-def _compression() -> str | None:
-    value = conf.get(contract.AIRFLOW_CONFIG_SECTION, contract.COMPRESSION_KEY, fallback=None) or None
-    if value is not None and value not in fsspec.utils.compressions.values():
-        raise ValueError(
-            f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.COMPRESSION_KEY}={value!r} is not a codec fsspec "
-            f"knows here; use one of {', '.join(sorted(fsspec.utils.compressions.values()))}"
-        )
-    return value
+def clear_caches() -> None:
+    """Forget settings and filesystem (for tests that change the config in-process)."""
+    store.cache_clear()
+    _threshold.cache_clear()
+
+
+def _component(value: object) -> str:
+    """A path segment that survives every object store: percent-encoded, never '', '.' or '..'."""
+    text = quote(str(value), safe="-_.~")
+    return text if text.strip(".") else text.replace(".", "%2E") or "%00"
+
+
+def object_key(*, dag_id: str, run_id: str, task_id: str, map_index: int, key: str, suffix: str) -> str:
+    """The retry-stable object name (below the base path) for one XCom."""
+    parts = [_component(dag_id), _component(run_id), _component(task_id), _component(map_index), _component(key)]
+    name = "/".join(parts) + ".json" + suffix
+    if len(name.encode()) > MAX_KEY_BYTES - 256:  # leave room for bucket paths and prefixes
+        digest = hashlib.sha256("\0".join(map(str, (dag_id, run_id, task_id, map_index, key))).encode()).hexdigest()
+        name = "/".join([*parts[:1], "_long", digest]) + ".json" + suffix
+    return name
 
 
 def _suffix(compression: str | None) -> str:
-    """File suffix from which readers (ours and common-io's) infer the codec."""
     if compression is None:
         return ""
     for suffix, codec in fsspec.utils.compressions.items():
@@ -62,24 +135,24 @@ def _suffix(compression: str | None) -> str:
     raise ValueError(f"no file suffix known for compression {compression!r}")
 
 
-def clear_caches() -> None:
-    """Forget the settings read from Airflow's conf (for tests that change them in-process)."""
-    for getter in (_base_path, _threshold, _compression):
-        getter.cache_clear()
+def writer_of(
+    dag_id: str | None, run_id: str | None, task_id: str | None, map_index: int | None, key: str | None
+) -> str:
+    mapped = f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
+    return f"dag {dag_id} run {run_id} task {task_id}{mapped} key {key}"
 
 
-def _reference_path(value: Any) -> ObjectStoragePath | None:
-    """The object a stored DB value points at, or None when the value itself is the XCom."""
-    if not isinstance(value, str):
-        return None
-    base = str(_base_path()).rstrip("/") + "/"
-    if not value.startswith(base) or ".." in value[len(base) :].split("/"):
-        return None
-    return ObjectStoragePath(value)
+def is_reference(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(REFERENCE_MARKER) is not None and "url" in value
+
+
+def _in_task() -> bool:
+    # The task runner exports the AIRFLOW_CTX_* variables while a task executes.
+    return "AIRFLOW_CTX_TASK_ID" in os.environ
 
 
 class ObjectStorageXComBackend(BaseXCom):
-    """XComs at or above the threshold go to object storage; the DB keeps their URL."""
+    """XComs at or above the threshold go to object storage; the DB keeps a verified reference."""
 
     @staticmethod
     def serialize_value(  # type: ignore[override]
@@ -92,45 +165,109 @@ class ObjectStorageXComBackend(BaseXCom):
         map_index: int | None = None,
     ) -> Any:
         threshold = _threshold()
-        if threshold < 0:
+        if threshold < 0:  # object storage off: not even the store is resolved
             return BaseXCom.serialize_value(value)
         data = json.dumps(value, cls=XComEncoder).encode("utf-8")
         if len(data) < threshold:
             return BaseXCom.serialize_value(value)
 
-        compression = _compression()
-        path = _base_path().joinpath(
-            dag_id or "NO_DAG_ID",
-            run_id or "NO_RUN_ID",
-            task_id or "NO_TASK_ID",
-            f"{uuid.uuid4()}.json{_suffix(compression)}",
+        current = store()
+        stored = _COMPRESSORS[current.compression](data) if current.compression else data
+        name = object_key(
+            dag_id=dag_id or "NO_DAG_ID",
+            run_id=run_id or "NO_RUN_ID",
+            task_id=task_id or "NO_TASK_ID",
+            map_index=-1 if map_index is None else map_index,
+            key=key or "NO_KEY",
+            suffix=_suffix(current.compression),
         )
-        # One write, no exists()/mkdir() probes: a fresh uuid cannot collide in practice.
-        with path.open(mode="wb", compression=compression) as stream:
-            stream.write(data)
-        return BaseXCom.serialize_value(str(path))
+        url = f"{current.base_url}/{name}"
+        current.fs.pipe_file(f"{current.base_path}/{name}", stored)  # one PUT, overwrites a retry's object
+        reference = {
+            REFERENCE_MARKER: f"in object storage: {url} ({len(data)} bytes)",
+            "v": REFERENCE_VERSION,
+            "url": url,
+            "size": len(data),
+            "stored_size": len(stored),
+            "sha256": hashlib.sha256(stored).hexdigest(),
+            "compression": current.compression,
+            "writer": writer_of(dag_id, run_id, task_id, map_index, key),
+        }
+        return BaseXCom.serialize_value(reference)
 
     @staticmethod
     def deserialize_value(result: Any) -> Any:
         value = BaseXCom.deserialize_value(result)
-        path = _reference_path(value)
-        if path is None:
-            return value
-        try:
-            with path.open(mode="rb", compression="infer") as stream:
-                return json.load(stream, cls=XComDecoder)
-        except FileNotFoundError as err:
-            raise XComObjectMissingError(
-                f"XCom object {value} is missing from object storage (deleted, expired by the lifecycle "
-                "rule, or not readable with this connection); refusing to return its URL as the value"
-            ) from err
+        if is_reference(value):
+            return _read_reference(value)
+        if isinstance(value, str) and _under_base(value):
+            return _read_common_io_url(value)
+        return value
 
     @classmethod
-    def purge(cls, xcom: XComResult, *args: Any) -> None:
-        path = _reference_path(getattr(xcom, "value", None))
-        if path is None:
-            return
-        # rm_file is a single DELETE; ObjectStoragePath.unlink goes through a bulk delete whose
-        # per-key failures some filesystems (s3fs) ignore.
-        with contextlib.suppress(FileNotFoundError):
-            path.fs.rm_file(path.path)
+    def purge(cls, xcom: Any, *args: Any) -> None:
+        value = getattr(xcom, "value", None)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        url = value["url"] if is_reference(value) else value
+        if isinstance(url, str) and _under_base(url):
+            current = store()
+            # A single DELETE; deleting a missing object succeeds on every store.
+            current.fs.rm_file(_fs_path(current, url))
+
+
+def _under_base(url: str) -> bool:
+    base = store().base_url + "/"
+    return url.startswith(base) and ".." not in url[len(base) :].split("/")
+
+
+def _fs_path(current: Store, url: str) -> str:
+    return f"{current.base_path}/{url[len(current.base_url) + 1 :]}"
+
+
+def _fetch(url: str, writer: str) -> bytes:
+    current = store()
+    try:
+        return current.fs.cat_file(_fs_path(current, url))
+    except FileNotFoundError as err:
+        raise XComObjectMissingError(
+            f"XCom object {url} (written by {writer}) is missing from object storage: deleted, expired by the "
+            "lifecycle rule, or never completed. Re-run the writing task to recreate it."
+        ) from err
+
+
+def _preview(reference: dict[str, Any], err: BaseException) -> str:
+    return f"{reference[REFERENCE_MARKER]}; not readable here: {type(err).__name__}"
+
+
+def _read_reference(reference: dict[str, Any]) -> Any:
+    url, writer = reference["url"], reference.get("writer", "an unknown task")
+    if not _under_base(url):
+        raise XComObjectError(f"XCom object {url} (written by {writer}) is outside the configured {store().base_url}")
+    try:
+        stored = _fetch(url, writer)
+    except Exception as err:
+        if _in_task():
+            raise
+        return _preview(reference, err)  # scheduler / API server / CLI without credentials: no crash
+    if len(stored) != reference["stored_size"] or hashlib.sha256(stored).hexdigest() != reference["sha256"]:
+        raise XComObjectCorruptError(
+            f"XCom object {url} (written by {writer}) does not match its checksum: expected "
+            f"{reference['stored_size']} bytes with sha256 {reference['sha256'][:12]}..., found {len(stored)} "
+            "bytes. It was truncated, overwritten or corrupted; re-run the writing task."
+        )
+    compression = reference.get("compression")
+    data = _DECOMPRESSORS[compression](stored) if compression else stored
+    return json.loads(data, cls=XComDecoder)
+
+
+def _read_common_io_url(url: str) -> Any:
+    """An object written by common-io's backend: compression from the suffix, no checksum to verify."""
+    stored = _fetch(url, "common-io's backend")
+    compression = fsspec.utils.infer_compression(url)
+    data = _DECOMPRESSORS[compression](stored) if compression in _DECOMPRESSORS else stored
+    try:
+        return json.loads(data, cls=XComDecoder)
+    except ValueError as err:
+        raise XComObjectCorruptError(f"XCom object {url} is not valid JSON ({err})") from err

@@ -1,4 +1,4 @@
-"""``xcom-backend``: export a stack's env to a deployment."""
+"""``xcom-backend``: export a stack's env to a deployment; collect orphaned XCom objects."""
 
 from __future__ import annotations
 
@@ -37,6 +37,29 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gc(args: argparse.Namespace) -> int:
+    from xcom_backend import gc
+
+    try:
+        older_than = gc.parse_duration(args.older_than)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+    orphans = gc.find_orphans(older_than)
+    for item in orphans:
+        modified = item.modified.isoformat(timespec="seconds") if item.modified else "unknown time"
+        print(f"{'deleting' if args.delete else 'orphan'} {item.url} ({item.size} bytes, written {modified})")
+    total = sum(item.size for item in orphans)
+    if args.delete:
+        gc.delete(orphans)
+        print(f"deleted {len(orphans)} orphaned objects ({total} bytes)")
+    else:
+        print(
+            f"{len(orphans)} orphaned objects ({total} bytes) older than {args.older_than}; "
+            "nothing deleted (dry run): add --delete to delete them"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xcom-backend", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--show-secrets", action="store_true", help="allow printing secrets with --output -")
     export.set_defaults(handler=_export)
+
+    gc = commands.add_parser(
+        "gc",
+        help="list (or --delete) objects under the XCom prefix that no XCom row references",
+        description="Run where Airflow's metadata DB and the storage connection are configured. Dry run by default.",
+    )
+    gc.add_argument("--delete", action="store_true", help="delete the orphans instead of only listing them")
+    gc.add_argument(
+        "--older-than",
+        default="1h",
+        help="only objects written at least this long ago (0, 30m, 12h, 7d, 2w; default 1h, so objects of "
+        "tasks still running are left alone)",
+    )
+    gc.set_defaults(handler=_gc)
     return parser
 
 

@@ -7,6 +7,7 @@ the CLI and the backend can all share it without pulling Airflow or a cloud SDK 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping
@@ -44,6 +45,10 @@ COMPRESSIONS: tuple[str, ...] = ("gzip", "bz2", "lzma", "xz")
 # Object-storage schemes Airflow's providers register, per cloud. Azure's provider registers abfs/abfss/adl,
 # not wasb or azblob.
 SCHEMES: Mapping[str, str] = {"aws": "s3", "gcp": "gs", "azure": "abfs"}
+
+# The bundled backend stores this object in the metadata DB for an offloaded XCom (see backend.py);
+# common-io stores the bare URL string instead. Tools (gc, the demo) read both through reference_url().
+REFERENCE_MARKER = "__xcom_object_storage__"
 
 DEFAULT_THRESHOLD = 1000
 DEFAULT_PREFIX = "xcom"
@@ -217,6 +222,19 @@ class XComEnv:
         if compression:
             env[COMPRESSION_ENV] = compression
         return env
+
+
+def reference_url(stored: Any, base_url: str) -> str | None:
+    """The object URL an XCom's DB value points at (ours or common-io's), or None if the DB holds the value."""
+    if isinstance(stored, str) and stored[:1] in '{"':
+        with contextlib.suppress(ValueError):
+            stored = json.loads(stored)
+    if isinstance(stored, dict) and stored.get(REFERENCE_MARKER) is not None:
+        stored = stored.get("url")
+    base = base_url.rstrip("/") + "/"
+    if isinstance(stored, str) and stored.startswith(base) and ".." not in stored[len(base) :].split("/"):
+        return stored
+    return None
 
 
 def describe_threshold(threshold: int) -> str:

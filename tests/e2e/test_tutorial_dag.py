@@ -79,8 +79,8 @@ def test_big_xcom_goes_to_storage_under_the_prefix_and_pulls_back_equal(deployed
     cloud = stack.run.outputs["cloud"]
     base = f"{SCHEMES[cloud]}://my_{cloud}_conn@{stack.bucket}/xcom/"
     assert env[contract.PATH_ENV] + "/" == base
-    url = rows["big_obj"]
-    assert isinstance(url, str) and url.startswith(f"{base}{DAG_ID}/") and url.endswith(".gz")
+    url = contract.reference_url(rows["big_obj"], base)
+    assert url and url.startswith(f"{base}{DAG_ID}/") and url.endswith(".gz")
     key = url.split(f"@{stack.bucket}/", 1)[1]
     assert object_size(stack, key) > 0
     assert checks["big_obj"]["equal"] == "True"
