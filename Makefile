@@ -9,11 +9,12 @@ PYTEST_ARGS ?=
 export UV_COMPILE_BYTECODE := 1
 
 
-.PHONY: help venv emulators demo test unit integration e2e lint format lock clean
+.PHONY: help venv emulators demo bench test unit integration e2e lint format lock clean
 
 help:
 	@echo "make demo [CLOUD=aws|gcp|azure]  offline end-to-end demo on embedded emulators"
 	@echo "make test              lint + unit + integration + e2e tests"
+	@echo "make bench             benchmark table (writes bench-results.json)"
 	@echo "make unit|integration|e2e|lint|format|lock|clean"
 
 $(VENV)/.installed: pyproject.toml requirements-dev.lock
@@ -33,6 +34,10 @@ emulators: venv node_modules/.installed
 
 demo: emulators
 	$(PY) -m emulation.demo --cloud $(CLOUD)
+
+# Side-by-side figures (not a test): bundled vs common-io vs DB XCom vs raw s3fs, on moto.
+bench: emulators
+	$(PY) -m bench.run
 
 lint: venv
 	$(PY) -m ruff check .

@@ -22,9 +22,11 @@ import bz2
 import contextlib
 import gzip
 import hashlib
+import importlib
 import json
 import lzma
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -81,6 +83,33 @@ class Store:
     compression: str | None
 
 
+# The provider module whose get_fs(conn_id) builds each scheme's filesystem. Going to it directly skips
+# ObjectStoragePath's discovery, which imports every installed provider's filesystem module (measured:
+# 0.84 s of a 1.23 s first offload, half of it Google's hook while writing to S3).
+_FS_MODULES = {
+    "s3": "airflow.providers.amazon.aws.fs.s3",
+    "s3a": "airflow.providers.amazon.aws.fs.s3",
+    "s3n": "airflow.providers.amazon.aws.fs.s3",
+    "gs": "airflow.providers.google.cloud.fs.gcs",
+    "gcs": "airflow.providers.google.cloud.fs.gcs",
+    "abfs": "airflow.providers.microsoft.azure.fs.adls",
+    "abfss": "airflow.providers.microsoft.azure.fs.adls",
+    "adl": "airflow.providers.microsoft.azure.fs.adls",
+}
+
+
+def _filesystem(base_url: str) -> tuple[AbstractFileSystem, str]:
+    """(filesystem, path of the base in it) for ``<scheme>://<conn_id>@<bucket>/<prefix>``."""
+    scheme, _, rest = base_url.partition("://")
+    location, _, prefix = rest.partition("/")
+    conn_id, _, bucket = location.rpartition("@")
+    if scheme in _FS_MODULES and bucket:
+        get_fs = importlib.import_module(_FS_MODULES[scheme]).get_fs
+        return get_fs(conn_id or None, None), f"{bucket}/{prefix}".rstrip("/")
+    path = ObjectStoragePath(base_url)  # any other scheme Airflow knows
+    return path.fs, path.path.rstrip("/")
+
+
 @cache
 def store() -> Store:
     base_url = conf.get_mandatory_value(contract.AIRFLOW_CONFIG_SECTION, contract.PATH_KEY).rstrip("/")
@@ -90,13 +119,23 @@ def store() -> Store:
             f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.COMPRESSION_KEY}={compression!r} is not supported; "
             f"use one of {', '.join(_COMPRESSORS)} or leave it empty"
         )
-    path = ObjectStoragePath(base_url)
-    return Store(
-        base_url=base_url,
-        base_path=path.path.rstrip("/"),
-        fs=path.fs,
-        compression=compression,
-    )
+    fs, base_path = _filesystem(base_url)
+    return Store(base_url=base_url, base_path=base_path, fs=fs, compression=compression)
+
+
+class _Digest(threading.Thread):
+    """SHA-256 of a buffer, computed in a thread (hashlib releases the GIL) while I/O or parsing runs."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__(daemon=True)
+        self.data, self.hexdigest = data, ""
+
+    def run(self) -> None:
+        self.hexdigest = hashlib.sha256(self.data).hexdigest()
+
+    def result(self) -> str:
+        self.join()
+        return self.hexdigest
 
 
 @cache
@@ -173,6 +212,8 @@ class ObjectStorageXComBackend(BaseXCom):
 
         current = store()
         stored = _COMPRESSORS[current.compression](data) if current.compression else data
+        digest = _Digest(stored)
+        digest.start()
         name = object_key(
             dag_id=dag_id or "NO_DAG_ID",
             run_id=run_id or "NO_RUN_ID",
@@ -182,14 +223,17 @@ class ObjectStorageXComBackend(BaseXCom):
             suffix=_suffix(current.compression),
         )
         url = f"{current.base_url}/{name}"
-        current.fs.pipe_file(f"{current.base_path}/{name}", stored)  # one PUT, overwrites a retry's object
+        try:
+            current.fs.pipe_file(f"{current.base_path}/{name}", stored)  # one PUT, overwrites a retry's object
+        finally:
+            checksum = digest.result()
         reference = {
             REFERENCE_MARKER: f"in object storage: {url} ({len(data)} bytes)",
             "v": REFERENCE_VERSION,
             "url": url,
             "size": len(data),
             "stored_size": len(stored),
-            "sha256": hashlib.sha256(stored).hexdigest(),
+            "sha256": checksum,
             "compression": current.compression,
             "writer": writer_of(dag_id, run_id, task_id, map_index, key),
         }
@@ -251,15 +295,25 @@ def _read_reference(reference: dict[str, Any]) -> Any:
         if _in_task():
             raise
         return _preview(reference, err)  # scheduler / API server / CLI without credentials: no crash
-    if len(stored) != reference["stored_size"] or hashlib.sha256(stored).hexdigest() != reference["sha256"]:
-        raise XComObjectCorruptError(
-            f"XCom object {url} (written by {writer}) does not match its checksum: expected "
-            f"{reference['stored_size']} bytes with sha256 {reference['sha256'][:12]}..., found {len(stored)} "
-            "bytes. It was truncated, overwritten or corrupted; re-run the writing task."
-        )
+    corrupt = XComObjectCorruptError(
+        f"XCom object {url} (written by {writer}) does not match its checksum: expected "
+        f"{reference['stored_size']} bytes with sha256 {reference['sha256'][:12]}..., found {len(stored)} "
+        "bytes. It was truncated, overwritten or corrupted; re-run the writing task."
+    )
+    if len(stored) != reference["stored_size"]:
+        raise corrupt
+    digest = _Digest(stored)
+    digest.start()  # verified while the JSON is parsed; a parse error on corrupt bytes reports the corruption
     compression = reference.get("compression")
-    data = _DECOMPRESSORS[compression](stored) if compression else stored
-    return json.loads(data, cls=XComDecoder)
+    try:
+        value = json.loads(_DECOMPRESSORS[compression](stored) if compression else stored, cls=XComDecoder)
+    except Exception:
+        if digest.result() != reference["sha256"]:
+            raise corrupt from None
+        raise
+    if digest.result() != reference["sha256"]:
+        raise corrupt
+    return value
 
 
 def _read_common_io_url(url: str) -> Any:
