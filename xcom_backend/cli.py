@@ -3,37 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
-from xcom_backend.export import ExportError, load_airflow_env, merge_managed_block, render_dotenv, write_private_file
+from xcom_backend.export import FORMATS, ExportError, load_airflow_env, merge_managed_block, write_private_file
 
 
-def _read_input(source: str) -> str:
-    if source == "-":
+def _read_input(args: argparse.Namespace) -> str:
+    if args.stack is not None:
+        return _pulumi_outputs(args.stack)
+    if args.input == "-":
         if sys.stdin.isatty():
-            raise ExportError("no input: pipe `pulumi stack output --json --show-secrets` in, or pass --input FILE")
+            raise ExportError(
+                "no input: pipe `pulumi stack output --json --show-secrets` in, or pass --input FILE or --stack NAME"
+            )
         return sys.stdin.read()
     try:
-        return Path(source).read_text(encoding="utf-8")
+        return Path(args.input).read_text(encoding="utf-8")
     except OSError as err:
-        raise ExportError(f"cannot read --input {source}: {err.strerror}") from err
+        raise ExportError(f"cannot read --input {args.input}: {err.strerror}") from err
+
+
+def _pulumi_outputs(stack: str) -> str:
+    """Run the Pulumi CLI itself (it must be on PATH and logged in)."""
+    pulumi = shutil.which("pulumi")
+    if pulumi is None:
+        raise ExportError(
+            "--stack needs the Pulumi CLI on PATH; or pipe `pulumi stack output --json --show-secrets` in"
+        )
+    command = [pulumi, "stack", "output", "--json", "--show-secrets", *(["--stack", stack] if stack else [])]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ExportError(f"`{' '.join(command[1:])}` failed: {result.stderr.strip()[-500:]}")
+    return result.stdout
 
 
 def _export(args: argparse.Namespace) -> int:
-    env = load_airflow_env(_read_input(args.input))
-    if args.output == "-":
-        if not args.show_secrets:
+    env = load_airflow_env(_read_input(args))
+    chosen = FORMATS[args.format]
+    output = args.output or chosen.default_output
+    if args.format == "dotenv" and output != "-":
+        target = Path(output)
+        existing = target.read_text(encoding="utf-8") if target.exists() else ""
+        content = merge_managed_block(existing, env)
+    else:
+        content = chosen.render(env, name=args.secret_name, namespace=args.namespace)
+    if output == "-":
+        if chosen.holds_secrets and not args.show_secrets:
             raise ExportError(
-                "refusing to print secrets (the connection holds credentials) to stdout; "
-                "write to a file with --output, or add --show-secrets"
+                f"refusing to print secrets (the {args.format} output holds the connection's credentials) to "
+                "stdout; write to a file with --output, or add --show-secrets"
             )
-        sys.stdout.write(render_dotenv(env))
+        sys.stdout.write(content)
         return 0
-    target = Path(args.output)
-    existing = target.read_text(encoding="utf-8") if target.exists() else ""
-    write_private_file(target, merge_managed_block(existing, env))
-    print(f"wrote {len(env)} variables to {target} (mode 0600): {', '.join(sorted(env))}", file=sys.stderr)
+    write_private_file(Path(output), content)
+    print(
+        f"wrote {args.format} with {len(env)} variables to {output} (mode 0600): {', '.join(sorted(env))}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -69,14 +98,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reads `pulumi stack output --json --show-secrets` and writes the Airflow env with mode 0600.",
     )
     export.add_argument("--input", "-i", default="-", help="stack output JSON file, or - for stdin (default)")
-    export.add_argument("--format", choices=["dotenv"], default="dotenv", help="output format (default dotenv)")
+    export.add_argument(
+        "--stack",
+        nargs="?",
+        const="",
+        default=None,
+        help="run `pulumi stack output --json --show-secrets` (optionally for STACK) instead of reading --input",
+    )
+    export.add_argument(
+        "--format", "-f", choices=sorted(FORMATS), default="dotenv", help="output format (default dotenv)"
+    )
     export.add_argument(
         "--output",
         "-o",
-        default=".env",
-        help="file to write (default .env; our block is replaced, the rest kept), or -",
+        default=None,
+        help="file to write, mode 0600 (default per format: "
+        + ", ".join(f"{name} {fmt.default_output}" for name, fmt in FORMATS.items())
+        + "); for dotenv only our block of an existing file is replaced; - for stdout",
     )
     export.add_argument("--show-secrets", action="store_true", help="allow printing secrets with --output -")
+    export.add_argument("--secret-name", default="airflow-xcom-backend", help="k8s-secret/helm-values: Secret name")
+    export.add_argument("--namespace", default="airflow", help="k8s-secret/helm-values: namespace")
     export.set_defaults(handler=_export)
 
     gc = commands.add_parser(

@@ -1,13 +1,22 @@
-"""Turn ``pulumi stack output --json --show-secrets`` into env files a deployment loads."""
+"""Turn ``pulumi stack output --json --show-secrets`` into what each kind of deployment loads.
+
+Formats: dotenv (Astro project ``.env``, docker compose), astro (Astro CLI commands, secrets flagged),
+k8s-secret (a Secret manifest), helm-values (values for the official apache-airflow chart that put that
+Secret's keys in every Airflow container's env), json, shell (``export K=V``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 AIRFLOW_ENV_OUTPUT = "airflow_env"
 BLOCK_BEGIN = "# >>> xcom-backend (managed by `xcom-backend export`; edits inside are overwritten) >>>"
@@ -99,3 +108,77 @@ def write_private_file(path: Path, content: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_secret(name: str) -> bool:
+    """Connections carry credentials; the other variables are settings."""
+    return name.startswith("AIRFLOW_CONN_")
+
+
+def render_json(env: Mapping[str, str], **_: str) -> str:
+    return json.dumps(dict(sorted(env.items())), indent=2) + "\n"
+
+
+def render_shell(env: Mapping[str, str], **_: str) -> str:
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(env.items()))
+
+
+def render_k8s_secret(env: Mapping[str, str], *, name: str, namespace: str) -> str:
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "xcom-backend", "app.kubernetes.io/part-of": "airflow"},
+        },
+        "type": "Opaque",
+        "stringData": dict(sorted(env.items())),
+    }
+    return yaml.safe_dump(manifest, sort_keys=False, width=1_000_000)
+
+
+def render_helm_values(env: Mapping[str, str], *, name: str, namespace: str) -> str:
+    """The chart's documented ``secret`` list: each key of the Secret becomes an env var everywhere."""
+    values = {"secret": [{"envName": key, "secretName": name, "secretKey": key} for key in sorted(env)]}
+    header = (
+        f"# Values for the official apache-airflow Helm chart. Create the Secret first:\n"
+        f"#   xcom-backend export --format k8s-secret --secret-name {name} --namespace {namespace} -o secret.yaml\n"
+        f"#   kubectl apply -f secret.yaml\n"
+        f"# then: helm upgrade --install airflow apache-airflow/airflow -n {namespace} -f this-file.yaml\n"
+    )
+    return header + yaml.safe_dump(values, sort_keys=False)
+
+
+def render_astro(env: Mapping[str, str], **_: str) -> str:
+    """Astro CLI commands; connection variables are created with --secret so Astro masks them."""
+    plain = [f"{k}={v}" for k, v in sorted(env.items()) if not is_secret(k)]
+    secret = [f"{k}={v}" for k, v in sorted(env.items()) if is_secret(k)]
+    lines = [
+        "#!/bin/sh",
+        "# Run with ASTRO_DEPLOYMENT_ID set; for variables that already exist use `update` instead of `create`.",
+        "set -eu",
+        'VERB="${ASTRO_VARIABLE_VERB:-create}"',
+    ]
+    for pairs, flag in ((plain, ""), (secret, " --secret")):
+        if pairs:
+            args = " ".join(shlex.quote(pair) for pair in pairs)
+            lines.append(f'astro deployment variable "$VERB" --deployment-id "$ASTRO_DEPLOYMENT_ID"{flag} {args}')
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Format:
+    render: Callable[..., str]
+    default_output: str
+    holds_secrets: bool
+
+
+FORMATS: Mapping[str, Format] = {
+    "dotenv": Format(lambda env, **_: render_dotenv(env), ".env", True),
+    "astro": Format(render_astro, "astro-variables.sh", True),
+    "k8s-secret": Format(render_k8s_secret, "airflow-xcom-secret.yaml", True),
+    "helm-values": Format(render_helm_values, "-", False),
+    "json": Format(render_json, "airflow-env.json", True),
+    "shell": Format(render_shell, "airflow-env.sh", True),
+}

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
+import yaml
 from dotenv import dotenv_values
 
 from xcom_backend import cli, export
@@ -80,7 +83,7 @@ def test_file_export_never_prints_the_secret(outputs_file: Path, tmp_path: Path)
     result = run_cli("export", "--input", str(outputs_file), "--output", str(tmp_path / "x.env"))
     assert result.returncode == 0
     assert SECRET not in result.stdout + result.stderr
-    assert "wrote 4 variables" in result.stderr
+    assert "wrote dotenv with 4 variables" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -107,3 +110,84 @@ def test_bad_input_gets_one_clear_error_and_writes_nothing(document: str, messag
 def test_line_breaks_in_values_are_refused() -> None:
     with pytest.raises(export.ExportError, match="line break"):
         export.render_dotenv({"A": "x\ny"})
+
+
+SECRET_FORMATS = ["dotenv", "astro", "k8s-secret", "json", "shell"]
+
+
+def export_to(outputs_file: Path, tmp_path: Path, fmt: str, *extra: str) -> Path:
+    target = tmp_path / f"out-{fmt}"
+    result = run_cli("export", "--input", str(outputs_file), "--format", fmt, "--output", str(target), *extra)
+    assert result.returncode == 0, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    return target
+
+
+@pytest.mark.parametrize("fmt", SECRET_FORMATS)
+def test_secret_formats_are_0600_files_and_refuse_stdout_without_the_flag(
+    outputs_file: Path, tmp_path: Path, fmt
+) -> None:
+    target = export_to(outputs_file, tmp_path, fmt)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    refused = run_cli("export", "--input", str(outputs_file), "--format", fmt, "--output", "-")
+    assert refused.returncode == 2 and "refusing to print secrets" in refused.stderr
+    assert refused.stdout == "" and SECRET not in refused.stderr
+
+
+def test_json_round_trips(outputs_file: Path, tmp_path: Path) -> None:
+    assert json.loads(export_to(outputs_file, tmp_path, "json").read_text()) == ENV
+
+
+def test_shell_round_trips_through_shlex_and_a_real_shell(outputs_file: Path, tmp_path: Path) -> None:
+    target = export_to(outputs_file, tmp_path, "shell")
+    parsed = {}
+    for line in target.read_text().splitlines():
+        (word, assignment) = shlex.split(line)
+        assert word == "export"
+        name, _, value = assignment.partition("=")
+        parsed[name] = value
+    assert parsed == ENV
+    probe = f"import json, os; print(json.dumps({{k: os.environ[k] for k in {sorted(ENV)!r}}}))"
+    script = f". {shlex.quote(str(target))} && {shlex.quote(sys.executable)} -c {shlex.quote(probe)}"
+    result = subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert json.loads(result.stdout) == ENV
+
+
+def test_k8s_secret_is_a_valid_secret_holding_the_env(outputs_file: Path, tmp_path: Path) -> None:
+    target = export_to(outputs_file, tmp_path, "k8s-secret", "--secret-name", "xcom-env", "--namespace", "data")
+    manifest = yaml.safe_load(target.read_text())
+    kubernetes_validate.validate(manifest, "1.30", strict=True)
+    assert (manifest["kind"], manifest["type"]) == ("Secret", "Opaque")
+    assert manifest["metadata"]["name"] == "xcom-env" and manifest["metadata"]["namespace"] == "data"
+    assert manifest["stringData"] == ENV
+
+
+def test_a_broken_secret_manifest_would_be_caught_by_the_validator() -> None:
+    broken = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}, "stringData": {"A": 1}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.30", strict=True)
+
+
+def test_helm_values_reference_every_key_of_the_secret_and_hold_no_secret(outputs_file: Path) -> None:
+    result = run_cli("export", "--input", str(outputs_file), "--format", "helm-values", "--secret-name", "xcom-env")
+    assert result.returncode == 0, result.stderr
+    assert SECRET not in result.stdout and "AKIA1" not in result.stdout
+    values = yaml.safe_load(result.stdout)
+    assert values == {"secret": [{"envName": k, "secretName": "xcom-env", "secretKey": k} for k in sorted(ENV)]}
+
+
+def test_astro_commands_flag_connections_as_secret(outputs_file: Path, tmp_path: Path) -> None:
+    target = export_to(outputs_file, tmp_path, "astro")
+    commands = [shlex.split(line) for line in target.read_text().splitlines() if line.startswith("astro ")]
+    assert len(commands) == 2
+    seen = {}
+    for words in commands:
+        assert words[:4] == ["astro", "deployment", "variable", "$VERB"]
+        assert words[4:6] == ["--deployment-id", "$ASTRO_DEPLOYMENT_ID"]
+        pairs = dict(word.split("=", 1) for word in words if "=" in word and not word.startswith("--"))
+        secret = "--secret" in words
+        assert all(name.startswith("AIRFLOW_CONN_") == secret for name in pairs)
+        seen.update(pairs)
+    assert seen == ENV
