@@ -46,6 +46,11 @@ class AirflowHome:
         return dict(rows)
 
 
+def scrubbed_environ() -> dict[str, str]:
+    """This process's environment without anything that could configure Airflow or a cloud SDK."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+
+
 def make_airflow_home(
     path: Path, deployment_env: dict[str, str], emulator_env: dict[str, str] | None = None
 ) -> AirflowHome:
@@ -55,9 +60,8 @@ def make_airflow_home(
     it is kept apart because it is not part of what a real deployment gets.
     """
     path.mkdir(parents=True, exist_ok=True)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
     env = {
-        **base,
+        **scrubbed_environ(),
         "AIRFLOW_HOME": str(path),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

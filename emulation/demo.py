@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from dotenv import dotenv_values
 
-from emulation.airflow_run import REPO_ROOT, make_airflow_home, xcom_checks
+from emulation.airflow_run import REPO_ROOT, make_airflow_home, scrubbed_environ, xcom_checks
 from emulation.pulumi_runner import EmulatorMocks, run_program
 from stacks.settings import PROJECT
 from xcom_backend import contract
@@ -153,6 +153,16 @@ def run(cloud: str, work_dir: Path) -> int:
             if exported.returncode != 0:
                 return 1
             deployment_env = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+            verified = subprocess.run(
+                [sys.executable, "-m", "xcom_backend", "verify", "--env-file", str(env_file)],
+                env={**scrubbed_environ(), **server.client_env, "AIRFLOW_HOME": str(work_dir / "verify-home")},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            say(f"      xcom-backend verify --env-file {env_file.name}: {verified.stdout.strip().splitlines()[-1]}")
+            if verified.returncode != 0:
+                failures.append("xcom-backend verify failed on the exported env:\n" + verified.stdout)
 
             say("[4/6] airflow db migrate (SQLite) with only the exported env")
             home = make_airflow_home(work_dir / "airflow-home", deployment_env, server.client_env)

@@ -1,8 +1,10 @@
-"""``xcom-backend``: export a stack's env to a deployment; collect orphaned XCom objects."""
+"""``xcom-backend``: export a stack's env to a deployment, verify it there, collect orphaned XCom objects."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -89,6 +91,24 @@ def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    if args.env_file:
+        from dotenv import dotenv_values
+
+        try:
+            values = dotenv_values(args.env_file)
+        except OSError as err:
+            raise ExportError(f"cannot read --env-file {args.env_file}: {err.strerror}") from err
+        os.environ.update({k: v for k, v in values.items() if v is not None})
+    # Airflow and its providers log to stdout; keep stdout for the report so --json stays parseable.
+    with contextlib.redirect_stdout(sys.stderr):
+        from xcom_backend.verify import verify
+
+        report = verify(run_probe=not args.no_probe)
+    print(report.as_json() if args.json else report.as_text())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xcom-backend", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
         "tasks still running are left alone)",
     )
     gc.set_defaults(handler=_gc)
+
+    check = commands.add_parser(
+        "verify",
+        help="check this deployment's XCom env the way Airflow reads it, then probe the store",
+        description="Exit code 0 only when every check passes. Run inside a deployment, or locally with --env-file.",
+    )
+    check.add_argument("--env-file", help="a .env file to check (applied over this process's environment)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--no-probe", action="store_true", help="skip the write/read/delete probe of the store")
+    check.set_defaults(handler=_verify)
     return parser
 
 

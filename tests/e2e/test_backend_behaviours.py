@@ -93,3 +93,12 @@ def test_gc_finds_exactly_the_orphans_and_deletes_only_them(airflow_on_moto) -> 
         check=False,
     )
     assert "0 orphaned objects" in young.stdout
+
+
+def test_the_verify_dag_passes_inside_a_task(airflow_on_moto) -> None:
+    _, _, home = airflow_on_moto
+    result = home.airflow("dags", "test", "xcom_backend_verify", timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "PASS  probe: compare: read back what was written" in output
+    assert home.task_states("xcom_backend_verify") == {"verify_xcom_backend": "success"}
