@@ -185,7 +185,7 @@ def check_connection(scheme: str, conn_id: str, report: Report) -> bool:
             False,
             f"{conn_id} is a {connection.conn_type} connection; {scheme}:// needs {' or '.join(sorted(allowed))}",
         )
-    return report.add("connection", True, f"{conn_id} resolves to a {connection.conn_type} connection")
+    return report.add("connection", True, f"{conn_id} resolves to a connection of type {connection.conn_type}")
 
 
 def _timed(step: Callable[[], Any]) -> tuple[Any, float]:
