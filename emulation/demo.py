@@ -183,18 +183,18 @@ def run(cloud: str, work_dir: Path) -> int:
             say(f"      {'xcom':<10} {'stored in':<60} {'serialized':>10} {'equal':>6}")
             for key, stored in sorted(rows.items()):
                 check = checks.get(key, {})
-                offloaded = isinstance(stored, str) and stored.startswith(base)
-                where = (f"{stored[:57]}..." if len(stored) > 60 else stored) if offloaded else "metadata DB"
+                url = contract.reference_url(stored, base)
+                where = (f"{url[:57]}..." if len(url) > 60 else url) if url else "metadata DB"
                 say(
                     f"      {key:<10} {where:<60} {check.get('serialized_bytes', '?'):>10} {check.get('equal', '?'):>6}"
                 )
-                if offloaded:
-                    say(f"      {'':<10} full URL: {stored} (object {demo.object_size(server, stored)} B)")
+                if url:
+                    say(f"      {'':<10} full URL: {url} (object {demo.object_size(server, url)} B)")
                 if check.get("equal") != "True":
                     failures.append(f"{key}: pulled value did not equal the pushed one")
             if rows.get("small_obj") != {"a": 23}:
                 failures.append("small_obj is not stored in the metadata DB")
-            if not (isinstance(rows.get("big_obj"), str) and rows["big_obj"].startswith(base)):
+            if not contract.reference_url(rows.get("big_obj"), base):
                 failures.append(f"big_obj is not stored under {base}")
         finally:
             say("[6/6] teardown (the `pulumi destroy` counterpart)")
