@@ -9,12 +9,13 @@ PYTEST_ARGS ?=
 export UV_COMPILE_BYTECODE := 1
 
 
-.PHONY: help venv emulators demo bench test unit integration e2e lint format lock clean
+.PHONY: help venv emulators demo bench reliability test unit integration e2e lint format lock clean
 
 help:
 	@echo "make demo [CLOUD=aws|gcp|azure]  offline end-to-end demo on embedded emulators"
 	@echo "make test              lint + unit + integration + e2e tests"
 	@echo "make bench             benchmark table (writes bench-results.json)"
+	@echo "make reliability       reliability figures (writes reliability.json)"
 	@echo "make unit|integration|e2e|lint|format|lock|clean"
 
 $(VENV)/.installed: pyproject.toml requirements-dev.lock
@@ -38,6 +39,11 @@ demo: emulators
 # Side-by-side figures (not a test): bundled vs common-io vs DB XCom vs raw s3fs, on moto.
 bench: emulators
 	$(PY) -m bench.run
+
+# Figures from the reliability tests (bad input, faults, concurrency, least privilege, secrets).
+reliability: emulators
+	RELIABILITY_REPORT=reliability.json $(PY) -m pytest -m reliability -q $(PYTEST_ARGS)
+	$(PY) -m tests.reliability_table reliability.json
 
 lint: venv
 	$(PY) -m ruff check .

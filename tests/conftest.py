@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -15,6 +16,19 @@ from emulation.azurite import AzuriteMocks, AzuriteServer, azurite_server
 from emulation.gcs import GcsMocks, GcsServer, gcs_server
 from emulation.moto import MotoMocks, MotoServer, moto_server
 from emulation.pulumi_runner import EmulatorMocks, ProgramRun, run_program
+
+FIGURES: list[dict[str, Any]] = []
+
+
+@pytest.fixture(scope="session")
+def figures() -> list[dict[str, Any]]:
+    """Reliability figures (cases tried, failures, lost/mismatched); `make reliability` prints them."""
+    return FIGURES
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if path := os.environ.get("RELIABILITY_REPORT"):
+        Path(path).write_text(json.dumps(FIGURES, indent=2))
 
 
 @pytest.fixture(scope="session")

@@ -223,8 +223,12 @@ class ObjectStorageXComBackend(BaseXCom):
             suffix=_suffix(current.compression),
         )
         url = f"{current.base_url}/{name}"
+        writer = writer_of(dag_id, run_id, task_id, map_index, key)
         try:
             current.fs.pipe_file(f"{current.base_path}/{name}", stored)  # one PUT, overwrites a retry's object
+        except Exception as err:
+            # Raised before the task hands anything to Airflow, so no XCom row will point at this object.
+            raise XComObjectError(f"writing XCom object {url} (for {writer}) failed: {_cause(err)}") from err
         finally:
             checksum = digest.result()
         reference = {
@@ -235,7 +239,7 @@ class ObjectStorageXComBackend(BaseXCom):
             "stored_size": len(stored),
             "sha256": checksum,
             "compression": current.compression,
-            "writer": writer_of(dag_id, run_id, task_id, map_index, key),
+            "writer": writer,
         }
         return BaseXCom.serialize_value(reference)
 
@@ -279,6 +283,13 @@ def _fetch(url: str, writer: str) -> bytes:
             f"XCom object {url} (written by {writer}) is missing from object storage: deleted, expired by the "
             "lifecycle rule, or never completed. Re-run the writing task to recreate it."
         ) from err
+    except Exception as err:
+        raise XComObjectError(f"reading XCom object {url} (written by {writer}) failed: {_cause(err)}") from err
+
+
+def _cause(err: BaseException) -> str:
+    kind = "permission denied" if isinstance(err, PermissionError) else type(err).__name__
+    return f"{kind}: {str(err)[:300]}"
 
 
 def _preview(reference: dict[str, Any], err: BaseException) -> str:
