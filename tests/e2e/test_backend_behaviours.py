@@ -3,6 +3,7 @@ missing objects, and `xcom-backend gc` against the real metadata DB."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -102,3 +103,28 @@ def test_the_verify_dag_passes_inside_a_task(airflow_on_moto) -> None:
     assert result.returncode == 0, output[-4000:]
     assert "PASS  probe: compare: read back what was written" in output
     assert home.task_states("xcom_backend_verify") == {"verify_xcom_backend": "success"}
+
+
+@pytest.mark.reliability
+def test_storage_down_fails_the_push_and_leaves_no_dangling_row(airflow_on_moto, tmp_path, figures) -> None:
+    from emulation.processes import free_port
+
+    _, env, _ = airflow_on_moto
+    connection = json.loads(env["AIRFLOW_CONN_MY_AWS_CONN"])
+    connection["extra"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    broken = {**env, "AIRFLOW_CONN_MY_AWS_CONN": json.dumps(connection)}
+    home = make_airflow_home(tmp_path / "down", broken, {})
+    result = home.airflow("dags", "test", "custom_xcom_backend_test", timeout=600)
+    output = result.stdout + result.stderr
+    rows = home.xcom_rows("custom_xcom_backend_test")
+    loud = f"writing XCom object {env[contract.PATH_ENV]}/custom_xcom_backend_test/" in output
+    figures.append(
+        {
+            "area": "faults",
+            "case": "storage down in a real task: push fails, no dangling row",
+            "tried": 1,
+            "failed": int(not loud or "big_obj" in rows),
+        }
+    )
+    assert loud, output[-3000:]
+    assert "big_obj" not in rows and home.task_states("custom_xcom_backend_test")["push"] == "failed"

@@ -91,17 +91,27 @@ def denied_operations(stack: DeployedStack, other: str):
     }
 
 
-def test_every_operation_the_backend_needs_is_allowed(aws_stack: DeployedStack) -> None:
+@pytest.mark.reliability
+def test_every_operation_the_backend_needs_is_allowed(aws_stack: DeployedStack, figures) -> None:
     failures = {}
     for name, operation in allowed_operations(aws_stack).items():
         try:
             operation()
         except ClientError as err:
             failures[name] = err.response["Error"]["Code"]
+    figures.append(
+        {
+            "area": "least privilege (aws)",
+            "case": "operations the backend needs: allowed",
+            "tried": len(allowed_operations(aws_stack)),
+            "failed": len(failures),
+        }
+    )
     assert failures == {}
 
 
-def test_everything_else_is_denied(aws_stack: DeployedStack, other_bucket: str) -> None:
+@pytest.mark.reliability
+def test_everything_else_is_denied(aws_stack: DeployedStack, other_bucket: str, figures) -> None:
     operations = denied_operations(aws_stack, other_bucket)
     assert len(operations) >= 15
     allowed = []
@@ -111,6 +121,14 @@ def test_everything_else_is_denied(aws_stack: DeployedStack, other_bucket: str) 
             allowed.append(name)
         except ClientError as err:
             assert err.response["Error"]["Code"] in ("AccessDenied", "AccessDeniedException"), (name, err)
+    figures.append(
+        {
+            "area": "least privilege (aws)",
+            "case": "other prefixes/buckets, bucket config, IAM: denied",
+            "tried": len(operations),
+            "failed": len(allowed),
+        }
+    )
     assert allowed == [], f"should have been denied: {allowed}"
 
 

@@ -136,3 +136,36 @@ def test_human_output_ends_with_the_plain_count(verify_stack: DeployedStack, tmp
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1].endswith("passed, 0 failed")
     assert json.loads(verify_stack.env["AIRFLOW_CONN_MY_AWS_CONN"])["password"] not in result.stdout + result.stderr
+
+
+@pytest.mark.reliability
+def test_export_and_verify_logs_never_hold_the_secret(verify_stack: DeployedStack, tmp_path: Path, figures) -> None:
+    secret = json.loads(verify_stack.env["AIRFLOW_CONN_MY_AWS_CONN"])["password"]
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps(verify_stack.run.outputs))
+    outputs.chmod(0o600)
+    leaks, modes = [], []
+    from xcom_backend.export import FORMATS
+
+    for fmt, spec in FORMATS.items():
+        target = tmp_path / f"out.{fmt}"
+        result = subprocess.run(
+            [sys.executable, "-m", "xcom_backend", "export", "-i", str(outputs), "-f", fmt, "-o", str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        leaks += [fmt] if secret in result.stdout + result.stderr or result.returncode else []
+        if spec.holds_secrets:
+            modes += [] if oct(target.stat().st_mode & 0o777) == "0o600" else [fmt]
+    verified = run_verify(verify_stack.env, tmp_path, {})
+    leaks += ["verify"] if secret in verified.stdout + verified.stderr else []
+    figures.append(
+        {
+            "area": "secrets",
+            "case": "export (6 formats) + verify output hold no secret; files 0600",
+            "tried": len(FORMATS) + 1,
+            "failed": len(leaks) + len(modes),
+        }
+    )
+    assert leaks == [] and modes == []
