@@ -17,6 +17,8 @@ def _read_input(args: argparse.Namespace) -> str:
     if args.stack is not None:
         return _pulumi_outputs(args.stack)
     if args.input == "-":
+        if sys.stdin.isatty() and shutil.which("pulumi"):
+            return _pulumi_outputs("")  # nothing piped in: ask the Pulumi CLI for the current stack
         if sys.stdin.isatty():
             raise ExportError(
                 "no input: pipe `pulumi stack output --json --show-secrets` in, or pass --input FILE or --stack NAME"
