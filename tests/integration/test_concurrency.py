@@ -3,6 +3,7 @@ then everything is read back: nothing lost, nothing mismatched, every mapped ind
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from types import SimpleNamespace
@@ -64,7 +65,8 @@ def test_parallel_writers_lose_and_mix_nothing(mode: str, concurrency_stack: Dep
         with ThreadPoolExecutor(WRITERS) as pool:
             batches = list(pool.map(lambda w: write_batch(mode, w), range(WRITERS)))
     else:
-        with ProcessPoolExecutor(WRITERS) as pool:
+        # spawn, not fork: forking a process that runs fsspec's event-loop thread can inherit held locks.
+        with ProcessPoolExecutor(WRITERS, mp_context=multiprocessing.get_context("spawn")) as pool:
             batches = list(pool.map(_process_writer, [(mode, w, env) for w in range(WRITERS)]))
 
     from xcom_backend.backend import ObjectStorageXComBackend
