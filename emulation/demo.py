@@ -45,8 +45,8 @@ def stack_config(path: Path) -> dict[str, Any]:
 
 
 def _split_url(url: str) -> tuple[str, str]:
-    bucket, _, key = url.split("@", 1)[1].partition("/")
-    return bucket, key
+    location = contract.parse_objectstorage_path(url)
+    return location.bucket, location.prefix
 
 
 @dataclass(frozen=True)

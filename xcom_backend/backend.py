@@ -19,7 +19,6 @@ not: common-io hands our reference object back as the value (see README, "Switch
 from __future__ import annotations
 
 import bz2
-import contextlib
 import gzip
 import hashlib
 import importlib
@@ -44,7 +43,6 @@ from xcom_backend import contract
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-REFERENCE_MARKER = contract.REFERENCE_MARKER
 REFERENCE_VERSION = 1
 MAX_KEY_BYTES = 1024  # S3's limit; GCS and Azure allow as much or more
 _COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
@@ -82,43 +80,43 @@ class Store:
     fs: AbstractFileSystem
     compression: str | None
 
+    def path_of(self, url: str) -> str:
+        """The filesystem path of an object URL under the base."""
+        return f"{self.base_path}/{url[len(self.base_url) + 1 :]}"
 
-# The provider module whose get_fs(conn_id) builds each scheme's filesystem. Going to it directly skips
-# ObjectStoragePath's discovery, which imports every installed provider's filesystem module (measured:
-# 0.84 s of a 1.23 s first offload, half of it Google's hook while writing to S3).
-_FS_MODULES = {
-    "s3": "airflow.providers.amazon.aws.fs.s3",
-    "s3a": "airflow.providers.amazon.aws.fs.s3",
-    "s3n": "airflow.providers.amazon.aws.fs.s3",
-    "gs": "airflow.providers.google.cloud.fs.gcs",
-    "gcs": "airflow.providers.google.cloud.fs.gcs",
-    "abfs": "airflow.providers.microsoft.azure.fs.adls",
-    "abfss": "airflow.providers.microsoft.azure.fs.adls",
-    "adl": "airflow.providers.microsoft.azure.fs.adls",
-}
+    def url_of(self, path: str) -> str:
+        """The object URL of a filesystem path under the base."""
+        return f"{self.base_url}/{path[len(self.base_path) + 1 :]}"
 
 
 def _filesystem(base_url: str) -> tuple[AbstractFileSystem, str]:
-    """(filesystem, path of the base in it) for ``<scheme>://<conn_id>@<bucket>/<prefix>``."""
-    scheme, _, rest = base_url.partition("://")
-    location, _, prefix = rest.partition("/")
-    conn_id, _, bucket = location.rpartition("@")
-    if scheme in _FS_MODULES and bucket:
-        get_fs = importlib.import_module(_FS_MODULES[scheme]).get_fs
-        return get_fs(conn_id or None, None), f"{bucket}/{prefix}".rstrip("/")
+    """(filesystem, path of the base in it).
+
+    A scheme Airflow's providers register goes straight to that provider's get_fs(conn_id): that skips
+    ObjectStoragePath's discovery, which imports every installed provider's filesystem module (measured:
+    0.84 s of a 1.23 s first offload, half of it Google's hook while writing to S3).
+    """
+    location = contract.parse_objectstorage_path(base_url)
+    if scheme := contract.STORE_SCHEMES.get(location.scheme):
+        return importlib.import_module(scheme.fs_module).get_fs(location.conn_id, None), location.path
     path = ObjectStoragePath(base_url)  # any other scheme Airflow knows
     return path.fs, path.path.rstrip("/")
+
+
+@cache
+def _base_url() -> str | None:
+    """The configured path, read from conf only (cheap; no connection or filesystem is resolved)."""
+    return conf.get(contract.AIRFLOW_CONFIG_SECTION, contract.PATH_KEY, fallback="").rstrip("/") or None
 
 
 @cache
 def store() -> Store:
     base_url = conf.get_mandatory_value(contract.AIRFLOW_CONFIG_SECTION, contract.PATH_KEY).rstrip("/")
     compression = conf.get(contract.AIRFLOW_CONFIG_SECTION, contract.COMPRESSION_KEY, fallback=None) or None
-    if compression is not None and compression not in _COMPRESSORS:
-        raise ValueError(
-            f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.COMPRESSION_KEY}={compression!r} is not supported; "
-            f"use one of {', '.join(_COMPRESSORS)} or leave it empty"
-        )
+    try:
+        contract.validate_compression(compression)
+    except contract.ContractError as err:
+        raise ValueError(f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.COMPRESSION_KEY}: {err}") from None
     fs, base_path = _filesystem(base_url)
     return Store(base_url=base_url, base_path=base_path, fs=fs, compression=compression)
 
@@ -146,6 +144,7 @@ def _threshold() -> int:
 def clear_caches() -> None:
     """Forget settings and filesystem (for tests that change the config in-process)."""
     store.cache_clear()
+    _base_url.cache_clear()
     _threshold.cache_clear()
 
 
@@ -179,10 +178,6 @@ def writer_of(
 ) -> str:
     mapped = f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
     return f"dag {dag_id} run {run_id} task {task_id}{mapped} key {key}"
-
-
-def is_reference(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(REFERENCE_MARKER) is not None and "url" in value
 
 
 def _in_task() -> bool:
@@ -232,7 +227,7 @@ class ObjectStorageXComBackend(BaseXCom):
         finally:
             checksum = digest.result()
         reference = {
-            REFERENCE_MARKER: f"in object storage: {url} ({len(data)} bytes)",
+            contract.REFERENCE_MARKER: f"in object storage: {url} ({len(data)} bytes)",
             "v": REFERENCE_VERSION,
             "url": url,
             "size": len(data),
@@ -246,38 +241,31 @@ class ObjectStorageXComBackend(BaseXCom):
     @staticmethod
     def deserialize_value(result: Any) -> Any:
         value = BaseXCom.deserialize_value(result)
-        if is_reference(value):
-            return _read_reference(value)
-        if isinstance(value, str) and _under_base(value):
-            return _read_common_io_url(value)
-        return value
+        # Decided from the configured path alone: an XCom kept in the DB never resolves the store.
+        url = contract.reference_url(value, base) if (base := _base_url()) else None
+        if url is None:
+            if isinstance(value, dict) and value.get(contract.REFERENCE_MARKER) is not None:
+                raise XComObjectError(
+                    f"XCom object {value.get('url')} (written by {value.get('writer')}) is not under the configured "
+                    f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.PATH_KEY}={base}; was the path changed?"
+                )
+            return value
+        return _read_reference(url, value) if isinstance(value, dict) else _read_common_io_url(url)
 
     @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:
-        value = getattr(xcom, "value", None)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = json.loads(value)
-        url = value["url"] if is_reference(value) else value
-        if isinstance(url, str) and _under_base(url):
+        base = _base_url()
+        url = contract.reference_url(contract.decode_db_value(getattr(xcom, "value", None)), base) if base else None
+        if url is not None:
             current = store()
             # A single DELETE; deleting a missing object succeeds on every store.
-            current.fs.rm_file(_fs_path(current, url))
-
-
-def _under_base(url: str) -> bool:
-    base = store().base_url + "/"
-    return url.startswith(base) and ".." not in url[len(base) :].split("/")
-
-
-def _fs_path(current: Store, url: str) -> str:
-    return f"{current.base_path}/{url[len(current.base_url) + 1 :]}"
+            current.fs.rm_file(current.path_of(url))
 
 
 def _fetch(url: str, writer: str) -> bytes:
     current = store()
     try:
-        return current.fs.cat_file(_fs_path(current, url))
+        return current.fs.cat_file(current.path_of(url))
     except FileNotFoundError as err:
         raise XComObjectMissingError(
             f"XCom object {url} (written by {writer}) is missing from object storage: deleted, expired by the "
@@ -293,13 +281,11 @@ def _cause(err: BaseException) -> str:
 
 
 def _preview(reference: dict[str, Any], err: BaseException) -> str:
-    return f"{reference[REFERENCE_MARKER]}; not readable here: {type(err).__name__}"
+    return f"{reference[contract.REFERENCE_MARKER]}; not readable here: {type(err).__name__}"
 
 
-def _read_reference(reference: dict[str, Any]) -> Any:
-    url, writer = reference["url"], reference.get("writer", "an unknown task")
-    if not _under_base(url):
-        raise XComObjectError(f"XCom object {url} (written by {writer}) is outside the configured {store().base_url}")
+def _read_reference(url: str, reference: dict[str, Any]) -> Any:
+    writer = reference.get("writer", "an unknown task")
     try:
         stored = _fetch(url, writer)
     except Exception as err:

@@ -11,6 +11,11 @@ import sys
 from pathlib import Path
 
 from xcom_backend.export import FORMATS, ExportError, load_airflow_env, merge_managed_block, write_private_file
+from xcom_backend.gc import GcError
+
+
+class CommandError(ValueError):
+    """A command's options or inputs that cannot be used: one line on stderr, exit code 2."""
 
 
 def _read_input(args: argparse.Namespace) -> str:
@@ -73,10 +78,7 @@ def _export(args: argparse.Namespace) -> int:
 def _gc(args: argparse.Namespace) -> int:
     from xcom_backend import gc
 
-    try:
-        older_than = gc.parse_duration(args.older_than)
-    except ValueError as err:
-        raise ExportError(str(err)) from None
+    older_than = gc.parse_duration(args.older_than)
     orphans = gc.find_orphans(older_than)
     for item in orphans:
         modified = item.modified.isoformat(timespec="seconds") if item.modified else "unknown time"
@@ -100,7 +102,7 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             values = dotenv_values(args.env_file)
         except OSError as err:
-            raise ExportError(f"cannot read --env-file {args.env_file}: {err.strerror}") from err
+            raise CommandError(f"cannot read --env-file {args.env_file}: {err.strerror}") from err
         os.environ.update({k: v for k, v in values.items() if v is not None})
     # Airflow and its providers log to stdout; keep stdout for the report so --json stays parseable.
     with contextlib.redirect_stdout(sys.stderr):
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ExportError as err:
+    except (ExportError, CommandError, GcError) as err:
         print(f"xcom-backend {args.command}: error: {err}", file=sys.stderr)
         return 2
 

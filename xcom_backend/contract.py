@@ -46,6 +46,33 @@ COMPRESSIONS: tuple[str, ...] = ("gzip", "bz2", "lzma", "xz")
 # not wasb or azblob.
 SCHEMES: Mapping[str, str] = {"aws": "s3", "gcp": "gs", "azure": "abfs"}
 
+
+@dataclass(frozen=True)
+class StoreScheme:
+    """What Airflow's provider does for one object-storage scheme."""
+
+    fs_module: str  # the module whose get_fs(conn_id) builds the filesystem
+    connection_types: frozenset[str]  # connection types that module's hook accepts
+
+
+_S3 = StoreScheme("airflow.providers.amazon.aws.fs.s3", frozenset({"aws"}))
+_GCS = StoreScheme("airflow.providers.google.cloud.fs.gcs", frozenset({"google_cloud_platform"}))
+_ADLS = StoreScheme(
+    "airflow.providers.microsoft.azure.fs.adls", frozenset({"wasb", "adls", "azure_data_lake", "azure"})
+)
+STORE_SCHEMES: Mapping[str, StoreScheme] = {
+    "s3": _S3,
+    "s3a": _S3,
+    "s3n": _S3,
+    "gs": _GCS,
+    "gcs": _GCS,
+    "abfs": _ADLS,
+    "abfss": _ADLS,
+    "adl": _ADLS,
+}
+# Schemes seen in tutorials that Airflow registers no object storage for, and what to use instead.
+UNREGISTERED_SCHEMES: Mapping[str, str] = {"wasb": "abfs", "wasbs": "abfs", "azblob": "abfs", "az": "abfs"}
+
 # The bundled backend stores this object in the metadata DB for an offloaded XCom (see backend.py);
 # common-io stores the bare URL string instead. Tools (gc, the demo) read both through reference_url().
 REFERENCE_MARKER = "__xcom_object_storage__"
@@ -124,6 +151,31 @@ def objectstorage_path(cloud: str, conn_id: str, bucket: str, prefix: str) -> st
     if not bucket or "/" in bucket or "@" in bucket:
         raise ContractError(f"bucket {bucket!r} is not a valid bucket/container name")
     return f"{SCHEMES[cloud]}://{conn_id}@{bucket}/{prefix}"
+
+
+@dataclass(frozen=True)
+class ObjectStorageLocation:
+    scheme: str
+    conn_id: str
+    bucket: str
+    prefix: str  # for an object URL: the object's key
+
+    @property
+    def path(self) -> str:
+        """The filesystem's own path (``bucket/prefix``), as fsspec filesystems take it."""
+        return f"{self.bucket}/{self.prefix}".rstrip("/")
+
+
+def parse_objectstorage_path(url: str) -> ObjectStorageLocation:
+    """Split ``<scheme>://<conn_id>@<bucket>/<prefix>`` (the inverse of objectstorage_path)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        raise ContractError(f"{url!r} has no scheme; use <scheme>://<conn_id>@<bucket>/<prefix>")
+    location, _, prefix = rest.partition("/")
+    conn_id, at, bucket = location.rpartition("@")
+    if not at or not conn_id or not bucket:
+        raise ContractError(f"{url!r} names no connection; use {scheme}://<conn_id>@<bucket>/<prefix>")
+    return ObjectStorageLocation(scheme, conn_id, bucket, prefix.rstrip("/"))
 
 
 def aws_connection(
@@ -224,11 +276,16 @@ class XComEnv:
         return env
 
 
-def reference_url(stored: Any, base_url: str) -> str | None:
-    """The object URL an XCom's DB value points at (ours or common-io's), or None if the DB holds the value."""
-    if isinstance(stored, str) and stored[:1] in '{"':
+def decode_db_value(raw: Any) -> Any:
+    """An XCom value as stored: JSON text where the column or the API hands over text, else as it is."""
+    if isinstance(raw, str) and raw[:1] in '{"':
         with contextlib.suppress(ValueError):
-            stored = json.loads(stored)
+            return json.loads(raw)
+    return raw
+
+
+def reference_url(stored: Any, base_url: str) -> str | None:
+    """The object URL a (decoded) XCom value points at, ours or common-io's; None when it is the value itself."""
     if isinstance(stored, dict) and stored.get(REFERENCE_MARKER) is not None:
         stored = stored.get("url")
     base = base_url.rstrip("/") + "/"

@@ -20,13 +20,17 @@ _DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+class GcError(ValueError):
+    """A gc option that cannot be used."""
+
+
 def parse_duration(text: str) -> timedelta:
     """``0``, ``90s``, ``30m``, ``12h``, ``7d`` or ``2w``."""
     if text.strip() == "0":
         return timedelta(0)
     match = _DURATION_RE.match(text.strip())
     if not match:
-        raise ValueError(f"--older-than {text!r} is not a duration such as 0, 30m, 12h, 7d or 2w")
+        raise GcError(f"--older-than {text!r} is not a duration such as 0, 30m, 12h, 7d or 2w")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
@@ -46,7 +50,7 @@ def referenced_urls(base_url: str) -> set[str]:
     urls = set()
     with create_session() as session:
         for value in session.scalars(select(XComModel.value).execution_options(yield_per=1000)):
-            url = contract.reference_url(value, base_url)
+            url = contract.reference_url(contract.decode_db_value(value), base_url)
             if url:
                 urls.add(url)
     return urls
@@ -74,8 +78,7 @@ def stored_objects() -> Iterator[StoredObject]:
     for path, info in current.fs.find(current.base_path, detail=True).items():
         if info.get("type") == "directory":
             continue
-        url = f"{current.base_url}/{path[len(current.base_path) + 1 :]}"
-        yield StoredObject(url=url, size=int(info.get("size") or 0), modified=_modified(info))
+        yield StoredObject(url=current.url_of(path), size=int(info.get("size") or 0), modified=_modified(info))
 
 
 def find_orphans(older_than: timedelta, now: datetime | None = None) -> list[StoredObject]:
@@ -86,7 +89,9 @@ def find_orphans(older_than: timedelta, now: datetime | None = None) -> list[Sto
     return [
         item
         for item in stored_objects()
-        if item.url not in referenced and (item.modified is None or now - item.modified >= older_than)
+        # An object of unknown age may belong to a task still running: only --older-than 0 takes it.
+        if item.url not in referenced
+        and (older_than == timedelta(0) or (item.modified is not None and now - item.modified >= older_than))
     ]
 
 
@@ -95,4 +100,4 @@ def delete(objects: list[StoredObject]) -> None:
 
     current = store()
     for item in objects:
-        current.fs.rm_file(f"{current.base_path}/{item.url[len(current.base_url) + 1 :]}")
+        current.fs.rm_file(current.path_of(item.url))

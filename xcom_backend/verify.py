@@ -18,24 +18,6 @@ from typing import Any
 from xcom_backend import contract
 
 OLD_CLASS = "XComObjectStoreBackend"
-# Connection types whose hooks Airflow's filesystem for each scheme accepts.
-CONNECTION_TYPES = {
-    "s3": {"aws"},
-    "s3a": {"aws"},
-    "s3n": {"aws"},
-    "gs": {"google_cloud_platform"},
-    "gcs": {"google_cloud_platform"},
-    "abfs": {"wasb", "adls", "azure_data_lake", "azure"},
-    "abfss": {"wasb", "adls", "azure_data_lake", "azure"},
-    "adl": {"wasb", "adls", "azure_data_lake", "azure"},
-}
-UNREGISTERED_SCHEMES = {
-    "wasb": "abfs",
-    "wasbs": "abfs",
-    "azblob": "abfs",
-    "az": "abfs",
-    "gcs+": "gs",
-}
 
 
 @dataclass
@@ -147,21 +129,19 @@ def check_path(path: str | None, report: Report) -> tuple[str, str] | None:
     if not path:
         report.add("storage path", False, f"{contract.PATH_ENV} is empty")
         return None
-    scheme, sep, rest = path.partition("://")
-    if not sep:
-        report.add("storage path", False, f"{path!r} has no scheme; use <scheme>://<conn_id>@<bucket>/<prefix>")
+    try:
+        location = contract.parse_objectstorage_path(path)
+    except contract.ContractError as err:
+        report.add("storage path", False, str(err))
         return None
-    if scheme in UNREGISTERED_SCHEMES:
-        fixed = f"{UNREGISTERED_SCHEMES[scheme]}://{rest}"
+    scheme, conn_id, bucket, prefix = location.scheme, location.conn_id, location.bucket, location.prefix
+    if scheme in contract.UNREGISTERED_SCHEMES:
+        fixed = path.replace(f"{scheme}://", f"{contract.UNREGISTERED_SCHEMES[scheme]}://", 1)
         report.add("storage path", False, f"{scheme}:// is not an object-storage scheme Airflow registers; use {fixed}")
         return None
-    if scheme not in CONNECTION_TYPES:
-        report.add("storage path", False, f"unknown scheme {scheme}://; expected one of {', '.join(CONNECTION_TYPES)}")
-        return None
-    location, _, prefix = rest.partition("/")
-    conn_id, at, bucket = location.rpartition("@")
-    if not at or not conn_id or not bucket:
-        report.add("storage path", False, f"{path!r} names no connection; use {scheme}://<conn_id>@<bucket>/<prefix>")
+    if scheme not in contract.STORE_SCHEMES:
+        expected = ", ".join(contract.STORE_SCHEMES)
+        report.add("storage path", False, f"unknown scheme {scheme}://; expected one of {expected}")
         return None
     if not prefix:
         report.add("storage path", False, f"{path!r} has no prefix; XComs would land at the bucket root")
@@ -178,7 +158,7 @@ def check_connection(scheme: str, conn_id: str, report: Report) -> bool:
     except Exception as err:
         env_name = f"AIRFLOW_CONN_{conn_id.upper()}"
         return report.add("connection", False, f"{conn_id} does not resolve ({type(err).__name__}); set {env_name}")
-    allowed = CONNECTION_TYPES[scheme]
+    allowed = contract.STORE_SCHEMES[scheme].connection_types
     if connection.conn_type not in allowed:
         return report.add(
             "connection",
@@ -205,7 +185,8 @@ def probe(report: Report) -> None:
         return
     report.add("probe: filesystem", True, f"{type(current.fs).__name__} for {current.base_url}", latency)
     name = f"_verify/{uuid.uuid4()}.json"
-    path, url = f"{current.base_path}/{name}", f"{current.base_url}/{name}"
+    url = f"{current.base_url}/{name}"
+    path = current.path_of(url)
     body = json.dumps({"verify": name}).encode()
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("write", lambda: current.fs.pipe_file(path, body)),

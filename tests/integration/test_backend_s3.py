@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from types import SimpleNamespace
 
@@ -86,7 +85,7 @@ def test_big_value_goes_to_storage_under_a_retry_stable_key(deployment: Deployed
     reference = ObjectStorageXComBackend.serialize_value(BIG, **COORDINATES)
     base = deployment.env[contract.PATH_ENV]
     assert reference["url"] == f"{base}/d/manual__2026-01-01T00%3A00%3A00%2B00%3A00/t/-1/big.json"
-    assert reference[backend.REFERENCE_MARKER] == f"in object storage: {reference['url']} (11290 bytes)"
+    assert reference[contract.REFERENCE_MARKER] == f"in object storage: {reference['url']} (11290 bytes)"
     body = deployment.client("s3").get_object(Bucket=deployment.bucket, Key=s3_key(deployment, reference["url"]))
     assert json.loads(body["Body"].read()) == BIG
     assert ObjectStorageXComBackend.deserialize_value(stored(reference)) == BIG
@@ -177,6 +176,31 @@ def test_purge_deletes_the_object(deployment: DeployedStack) -> None:
     ObjectStorageXComBackend.purge(SimpleNamespace(value={"a": 1}))  # a DB value: nothing to purge
 
 
+def test_values_kept_in_the_db_never_resolve_the_store(deployment: DeployedStack, monkeypatch) -> None:
+    def no_store():
+        raise AssertionError("store() resolved for a value kept in the DB")
+
+    no_store.cache_clear = lambda: None  # the fixture's teardown clears caches
+    monkeypatch.setattr(backend, "store", no_store)
+    for value in ("plain string", {"a": 1}, [1, 2], 3, "s3://elsewhere/x.json"):
+        assert ObjectStorageXComBackend.deserialize_value(stored(value)) == value
+
+
+def test_a_reference_outside_the_configured_path_fails_loudly(deployment: DeployedStack, monkeypatch) -> None:
+    reference = ObjectStorageXComBackend.serialize_value(BIG, **COORDINATES)
+    monkeypatch.setenv(contract.PATH_ENV, deployment.env[contract.PATH_ENV] + "-moved")
+    clear_all_caches()
+    with pytest.raises(backend.XComObjectError, match="was the path changed"):
+        ObjectStorageXComBackend.deserialize_value(stored(reference))
+
+
+def test_purge_takes_the_reference_as_json_text(deployment: DeployedStack) -> None:
+    reference = ObjectStorageXComBackend.serialize_value(BIG, **COORDINATES)
+    key = s3_key(deployment, reference["url"])
+    ObjectStorageXComBackend.purge(SimpleNamespace(value=json.dumps(reference)))
+    assert key not in object_keys(deployment)
+
+
 def test_a_string_outside_the_base_path_is_a_value_not_a_reference(deployment: DeployedStack) -> None:
     for value in ("s3://elsewhere/x.json", f"{deployment.env[contract.PATH_ENV]}/../escape.json"):
         assert ObjectStorageXComBackend.deserialize_value(stored(value)) == value
@@ -203,4 +227,3 @@ def test_reads_what_common_io_wrote(deployment: DeployedStack, monkeypatch: pyte
             assert ObjectStorageXComBackend.deserialize_value(stored(theirs)) == value
     finally:
         admin_iam.delete_user_policy(UserName="airflow-xcom", PolicyName="common-io-probe")
-    assert gzip.decompress(gzip.compress(b"x")) == b"x"
