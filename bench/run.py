@@ -81,7 +81,11 @@ class Pushers:
 
     def pull(self, backend: str, ref: Any) -> Any:
         if backend == "bundled":
-            return self.bundled.deserialize_value(SimpleNamespace(value=ref))
+            from xcom_backend.backend import reading_xcom
+            from xcom_backend.references import XComIdentity
+
+            with reading_xcom(XComIdentity(**COORDS)):
+                return self.bundled.deserialize_value(SimpleNamespace(value=ref))
         if backend == "common-io":
             return self.common_io.deserialize_value(SimpleNamespace(value=ref))
         if backend == "db":
@@ -96,9 +100,9 @@ class Pushers:
             from airflow.providers.common.io.xcom.backend import _get_base_path
 
             return _get_base_path().fs  # Airflow's cached filesystem for the connection
-        from xcom_backend.backend import store
+        from xcom_backend.store import current_store
 
-        return store().fs
+        return current_store().fs
 
 
 class RequestCounter:

@@ -53,12 +53,13 @@ def xcom_missing_object():
 
     @task
     def lose_object(**context) -> None:
-        from xcom_backend.backend import store
+        from xcom_backend.store import current_store
 
-        current = store()
-        for path in current.fs.find(f"{current.base_path}/xcom_missing_object"):
-            current.fs.rm_file(path)
-            print(f"deleted {path} behind Airflow's back")
+        store = current_store()
+        for name in store.list_objects():
+            if name.startswith("xcom_missing_object/"):
+                store.delete(name)
+                print(f"deleted {store.url_of(name)} behind Airflow's back")
 
     @task
     def pull(**context) -> None:

@@ -29,6 +29,7 @@ from emulation.pulumi_runner import EmulatorMocks, run_program
 from stacks.settings import PROJECT
 from xcom_backend import contract
 from xcom_backend.export import write_private_file
+from xcom_backend.references import stored_url
 
 DAG_ID = "custom_xcom_backend_test"
 
@@ -183,7 +184,7 @@ def run(cloud: str, work_dir: Path) -> int:
             say(f"      {'xcom':<10} {'stored in':<60} {'serialized':>10} {'equal':>6}")
             for key, stored in sorted(rows.items()):
                 check = checks.get(key, {})
-                url = contract.reference_url(stored, base)
+                url = stored_url(stored)
                 where = (f"{url[:57]}..." if len(url) > 60 else url) if url else "metadata DB"
                 say(
                     f"      {key:<10} {where:<60} {check.get('serialized_bytes', '?'):>10} {check.get('equal', '?'):>6}"
@@ -194,7 +195,7 @@ def run(cloud: str, work_dir: Path) -> int:
                     failures.append(f"{key}: pulled value did not equal the pushed one")
             if rows.get("small_obj") != {"a": 23}:
                 failures.append("small_obj is not stored in the metadata DB")
-            if not contract.reference_url(rows.get("big_obj"), base):
+            if not (stored_url(rows.get("big_obj")) or "").startswith(base):
                 failures.append(f"big_obj is not stored under {base}")
         finally:
             say("[6/6] teardown (the `pulumi destroy` counterpart)")

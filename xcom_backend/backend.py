@@ -1,188 +1,91 @@
-"""The XCom backend the stacks point Airflow at: a drop-in for common-io's, better where it hurts.
+"""The XCom backend the stacks point Airflow at: a drop-in for common-io's that never hands a task a wrong value.
 
-Same ``[common.io]`` settings as Airflow's ``XComObjectStorageBackend``. Differences, each tested:
+Same ``[common.io]`` settings as Airflow's ``XComObjectStorageBackend``, and it accepts every path and codec
+common-io does. Differences, each tested:
 
-- retry-stable keys: ``<base>/<dag_id>/<run_id>/<task_id>/<map_index>/<key>.json[.gz]`` (components
-  percent-encoded), so a retry overwrites its own object instead of orphaning one;
-- one storage request per write (``pipe_file``; no ``exists()``/``mkdir()`` probes) and one per read
-  (``cat_file``), with the filesystem resolved once per process;
-- the DB row holds a small reference object with the URL, sizes and a SHA-256 of the stored bytes; reads
-  verify them, and a missing, truncated or corrupted object raises an error naming the URL and the task
-  that wrote it — never the URL in place of the value;
-- outside a running task (scheduler, API server, CLI) an unreadable object yields a short preview
-  instead of a crash.
+- values go through Airflow's serde exactly as the metadata-DB path does, so they come back with the same
+  type and value whether they stayed in the DB or went to object storage;
+- retry-stable object names ``<base>/<dag>/<run>/<task>/<map_index>/<key>.json[.gz]`` (see references.py);
+- one storage request per write and one per read, with the filesystem resolved once per process;
+- the DB row holds a reference with the URL, the owner's coordinates, sizes and a SHA-256 of the stored bytes;
+  every read verifies them, and a missing, unreadable, truncated or corrupted object raises an error naming
+  the URL and the task that wrote it — never a placeholder in place of the value;
+- a value is read or purged as a reference only when it names this XCom's own object (references.py): a
+  string or dict a user controls cannot make the backend read or delete anything else.
 
-Reading what common-io wrote (a bare URL string under the base path) keeps working. The reverse does
-not: common-io hands our reference object back as the value (see README, "Switching back").
+Reading what common-io wrote (a bare URL in its key shape under the base path) keeps working; the reverse
+does not (see README, "Switching back").
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
+import contextlib
+import contextvars
 import hashlib
-import importlib
-import json
-import lzma
-import os
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+import logging
+from collections.abc import Iterator
+from typing import Any
 
-import fsspec.utils
-from airflow.providers.common.compat.sdk import conf
-from airflow.sdk import ObjectStoragePath
 from airflow.sdk.bases.xcom import BaseXCom
-from airflow.utils.json import XComDecoder, XComEncoder
 
-from xcom_backend import contract
+from xcom_backend import codec, references
+from xcom_backend.errors import (
+    XComObjectCorruptError,
+    XComObjectError,
+    XComObjectMissingError,
+    XComReferenceError,
+)
+from xcom_backend.references import ObjectReference, XComIdentity
+from xcom_backend.store import clear_caches, configured_location, configured_threshold, current_store
 
-if TYPE_CHECKING:
-    from fsspec import AbstractFileSystem
+__all__ = [
+    "ObjectStorageXComBackend",
+    "XComObjectCorruptError",
+    "XComObjectError",
+    "XComObjectMissingError",
+    "XComReferenceError",
+    "clear_caches",
+    "reading_xcom",
+]
 
-REFERENCE_VERSION = 1
-MAX_KEY_BYTES = 1024  # S3's limit; GCS and Azure allow as much or more
-_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip": lambda data: gzip.compress(data, compresslevel=6, mtime=0),
-    "bz2": bz2.compress,
-    "lzma": lzma.compress,  # fsspec reads .lzma and .xz with LZMAFile, which takes the xz format
-    "xz": lzma.compress,
-}
-_DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip": gzip.decompress,
-    "bz2": bz2.decompress,
-    "lzma": lzma.decompress,
-    "xz": lzma.decompress,
-}
+log = logging.getLogger(__name__)
 
-
-class XComObjectError(RuntimeError):
-    """An offloaded XCom that cannot be returned as it was written."""
-
-
-class XComObjectMissingError(XComObjectError, FileNotFoundError):
-    """The metadata DB points at an object that is not (or no longer) in storage."""
+# The XCom being pulled or deleted right now, set by the class methods the task SDK calls (get_one, get_all,
+# delete); deserialize_value and purge receive only the value, not whose value it is.
+_EXPECTED: contextvars.ContextVar[XComIdentity | None] = contextvars.ContextVar("xcom_expected", default=None)
 
 
-class XComObjectCorruptError(XComObjectError, ValueError):
-    """The stored bytes differ from what was written (truncated, overwritten or corrupted)."""
-
-
-@dataclass(frozen=True)
-class Store:
-    """The configured base path, resolved once per process."""
-
-    base_url: str  # as configured, e.g. s3://my_aws_conn@bucket/xcom
-    base_path: str  # the filesystem's own path for it, e.g. bucket/xcom
-    fs: AbstractFileSystem
-    compression: str | None
-
-    def path_of(self, url: str) -> str:
-        """The filesystem path of an object URL under the base."""
-        return f"{self.base_path}/{url[len(self.base_url) + 1 :]}"
-
-    def url_of(self, path: str) -> str:
-        """The object URL of a filesystem path under the base."""
-        return f"{self.base_url}/{path[len(self.base_path) + 1 :]}"
-
-
-def _filesystem(base_url: str) -> tuple[AbstractFileSystem, str]:
-    """(filesystem, path of the base in it).
-
-    A scheme Airflow's providers register goes straight to that provider's get_fs(conn_id): that skips
-    ObjectStoragePath's discovery, which imports every installed provider's filesystem module (measured:
-    0.84 s of a 1.23 s first offload, half of it Google's hook while writing to S3).
-    """
-    location = contract.parse_objectstorage_path(base_url)
-    if scheme := contract.STORE_SCHEMES.get(location.scheme):
-        return importlib.import_module(scheme.fs_module).get_fs(location.conn_id, None), location.path
-    path = ObjectStoragePath(base_url)  # any other scheme Airflow knows
-    return path.fs, path.path.rstrip("/")
-
-
-@cache
-def _base_url() -> str | None:
-    """The configured path, read from conf only (cheap; no connection or filesystem is resolved)."""
-    return conf.get(contract.AIRFLOW_CONFIG_SECTION, contract.PATH_KEY, fallback="").rstrip("/") or None
-
-
-@cache
-def store() -> Store:
-    base_url = conf.get_mandatory_value(contract.AIRFLOW_CONFIG_SECTION, contract.PATH_KEY).rstrip("/")
-    compression = conf.get(contract.AIRFLOW_CONFIG_SECTION, contract.COMPRESSION_KEY, fallback=None) or None
+@contextlib.contextmanager
+def reading_xcom(identity: XComIdentity) -> Iterator[None]:
+    """Declare whose value is being read or purged (what get_one/get_all/delete do around the SDK's calls)."""
+    token = _EXPECTED.set(identity)
     try:
-        contract.validate_compression(compression)
-    except contract.ContractError as err:
-        raise ValueError(f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.COMPRESSION_KEY}: {err}") from None
-    fs, base_path = _filesystem(base_url)
-    return Store(base_url=base_url, base_path=base_path, fs=fs, compression=compression)
+        yield
+    finally:
+        _EXPECTED.reset(token)
 
 
-class _Digest(threading.Thread):
-    """SHA-256 of a buffer, computed in a thread (hashlib releases the GIL) while I/O or parsing runs."""
+def _expected_identity() -> XComIdentity | None:
+    """Whose value is being read: declared by the pulling call, or else (a lazily iterated mapped-task result,
+    which the SDK reads with the value alone) any XCom of the running task's own DAG run."""
+    if (declared := _EXPECTED.get()) is not None:
+        return declared
+    try:
+        from airflow.sdk import get_current_context
 
-    def __init__(self, data: bytes | bytearray) -> None:
-        super().__init__(daemon=True)
-        self.data, self.hexdigest = data, ""
-
-    def run(self) -> None:
-        self.hexdigest = hashlib.sha256(self.data).hexdigest()
-
-    def result(self) -> str:
-        self.join()
-        return self.hexdigest
-
-
-@cache
-def _threshold() -> int:
-    return conf.getint(contract.AIRFLOW_CONFIG_SECTION, contract.THRESHOLD_KEY, fallback=-1)
+        ti = get_current_context()["ti"]
+    except Exception:
+        return None
+    return XComIdentity(dag_id=ti.dag_id, run_id=ti.run_id)
 
 
-def clear_caches() -> None:
-    """Forget settings and filesystem (for tests that change the config in-process)."""
-    store.cache_clear()
-    _base_url.cache_clear()
-    _threshold.cache_clear()
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _component(value: object) -> str:
-    """A path segment that survives every object store: percent-encoded, never '', '.' or '..'."""
-    text = quote(str(value), safe="-_.~")
-    return text if text.strip(".") else text.replace(".", "%2E") or "%00"
-
-
-def object_key(*, dag_id: str, run_id: str, task_id: str, map_index: int, key: str, suffix: str) -> str:
-    """The retry-stable object name (below the base path) for one XCom."""
-    parts = [_component(dag_id), _component(run_id), _component(task_id), _component(map_index), _component(key)]
-    name = "/".join(parts) + ".json" + suffix
-    if len(name.encode()) > MAX_KEY_BYTES - 256:  # leave room for bucket paths and prefixes
-        digest = hashlib.sha256("\0".join(map(str, (dag_id, run_id, task_id, map_index, key))).encode()).hexdigest()
-        name = "/".join([*parts[:1], "_long", digest]) + ".json" + suffix
-    return name
-
-
-def _suffix(compression: str | None) -> str:
-    if compression is None:
-        return ""
-    for suffix, codec in fsspec.utils.compressions.items():
-        if codec == compression:
-            return f".{suffix}"
-    raise ValueError(f"no file suffix known for compression {compression!r}")
-
-
-def writer_of(
-    dag_id: str | None, run_id: str | None, task_id: str | None, map_index: int | None, key: str | None
-) -> str:
-    mapped = f"[{map_index}]" if map_index is not None and map_index >= 0 else ""
-    return f"dag {dag_id} run {run_id} task {task_id}{mapped} key {key}"
-
-
-def _in_task() -> bool:
-    # The task runner exports the AIRFLOW_CTX_* variables while a task executes.
-    return "AIRFLOW_CTX_TASK_ID" in os.environ
+def _cause(err: BaseException) -> str:
+    kind = "permission denied" if isinstance(err, PermissionError) else type(err).__name__
+    return f"{kind}: {str(err)[:300]}"
 
 
 class ObjectStorageXComBackend(BaseXCom):
@@ -198,127 +101,174 @@ class ObjectStorageXComBackend(BaseXCom):
         run_id: str | None = None,
         map_index: int | None = None,
     ) -> Any:
-        threshold = _threshold()
+        serialized = codec.serialize(value)  # what BaseXCom.serialize_value returns, computed once
+        threshold = configured_threshold()
         if threshold < 0:  # object storage off: not even the store is resolved
-            return BaseXCom.serialize_value(value)
-        data = json.dumps(value, cls=XComEncoder).encode("utf-8")
-        if len(data) < threshold:
-            return BaseXCom.serialize_value(value)
+            return serialized
+        data = codec.to_json_bytes(serialized)
+        owner = XComIdentity(dag_id, run_id, task_id, -1 if map_index is None else map_index, key)
+        if len(data) < threshold and not references.must_offload(serialized, configured_location(), owner):
+            return serialized
+        if not owner.exact:
+            raise XComObjectError(f"cannot offload an XCom without its dag, run, task and key ({owner.describe()})")
 
-        current = store()
-        stored = _COMPRESSORS[current.compression](data) if current.compression else data
-        digest = _Digest(stored)
-        digest.start()
-        name = object_key(
-            dag_id=dag_id or "NO_DAG_ID",
-            run_id=run_id or "NO_RUN_ID",
-            task_id=task_id or "NO_TASK_ID",
-            map_index=-1 if map_index is None else map_index,
-            key=key or "NO_KEY",
-            suffix=_suffix(current.compression),
-        )
-        url = f"{current.base_url}/{name}"
-        writer = writer_of(dag_id, run_id, task_id, map_index, key)
+        store = current_store()
+        stored = codec.compress(store.compression, data)
+        name = references.object_name(owner, store.compression, store.name_budget)
+        url = store.url_of(name)
         try:
-            current.fs.pipe_file(f"{current.base_path}/{name}", stored)  # one PUT, overwrites a retry's object
+            store.write(name, stored)  # one PUT; a retry overwrites its own object
         except Exception as err:
             # Raised before the task hands anything to Airflow, so no XCom row will point at this object.
-            raise XComObjectError(f"writing XCom object {url} (for {writer}) failed: {_cause(err)}") from err
-        finally:
-            checksum = digest.result()
-        reference = {
-            contract.REFERENCE_MARKER: f"in object storage: {url} ({len(data)} bytes)",
-            "v": REFERENCE_VERSION,
-            "url": url,
-            "size": len(data),
-            "stored_size": len(stored),
-            "sha256": checksum,
-            "compression": current.compression,
-            "writer": writer,
-        }
-        return BaseXCom.serialize_value(reference)
+            raise XComObjectError(f"writing XCom object {url} (for {owner.describe()}) failed: {_cause(err)}") from err
+        return references.bundled_reference(
+            url,
+            owner,
+            size=len(data),
+            stored_size=len(stored),
+            checksum=_sha256(stored),
+            compression=store.compression,
+        )
 
     @staticmethod
     def deserialize_value(result: Any) -> Any:
-        value = BaseXCom.deserialize_value(result)
-        # Decided from the configured path alone: an XCom kept in the DB never resolves the store.
-        url = contract.reference_url(value, base) if (base := _base_url()) else None
-        if url is None:
-            if isinstance(value, dict) and value.get(contract.REFERENCE_MARKER) is not None:
-                raise XComObjectError(
-                    f"XCom object {value.get('url')} (written by {value.get('writer')}) is not under the configured "
-                    f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.PATH_KEY}={base}; was the path changed?"
-                )
-            return value
-        return _read_reference(url, value) if isinstance(value, dict) else _read_common_io_url(url)
+        raw = getattr(result, "value", None)
+        if references.is_reference_shaped(raw) and (reference := _reference_in(raw)) is not None:
+            return _read(reference)
+        return BaseXCom.deserialize_value(result)
 
     @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:
-        base = _base_url()
-        url = contract.reference_url(contract.decode_db_value(getattr(xcom, "value", None)), base) if base else None
-        if url is not None:
-            current = store()
-            # A single DELETE; deleting a missing object succeeds on every store.
-            current.fs.rm_file(current.path_of(url))
+        raw = getattr(xcom, "value", None)
+        if not references.is_reference_shaped(raw) or (base := configured_location()) is None:
+            return
+        owner = _EXPECTED.get() or _identity_of_row(xcom)
+        if owner is None or not owner.exact:
+            log.warning("not purging an XCom whose coordinates are unknown: %.200r", raw)
+            return
+        try:
+            reference = references.resolve(raw, base, owner)
+        except XComReferenceError as err:
+            # Junk in a row must never make the task unrunnable: purge runs before every retry.
+            log.warning("not purging %s: %s", owner.describe(), err)
+            return
+        if reference is not None:
+            current_store().delete(reference.name)  # already gone counts as purged, on every store
+
+    # The task SDK's entry points, wrapped to tell deserialize_value and purge whose value they handle.
+    @classmethod
+    def get_one(  # type: ignore[override]
+        cls,
+        *,
+        key: str,
+        dag_id: str,
+        task_id: str,
+        run_id: str,
+        map_index: int | None = None,
+        include_prior_dates: bool = False,
+    ) -> Any:
+        with reading_xcom(XComIdentity(dag_id, None if include_prior_dates else run_id, task_id, map_index, key)):
+            return super().get_one(
+                key=key,
+                dag_id=dag_id,
+                task_id=task_id,
+                run_id=run_id,
+                map_index=map_index,
+                include_prior_dates=include_prior_dates,
+            )
+
+    @classmethod
+    async def aget_one(  # type: ignore[override]
+        cls,
+        *,
+        key: str,
+        dag_id: str,
+        task_id: str,
+        run_id: str,
+        map_index: int | None = None,
+        include_prior_dates: bool = False,
+    ) -> Any:
+        with reading_xcom(XComIdentity(dag_id, None if include_prior_dates else run_id, task_id, map_index, key)):
+            return await super().aget_one(
+                key=key,
+                dag_id=dag_id,
+                task_id=task_id,
+                run_id=run_id,
+                map_index=map_index,
+                include_prior_dates=include_prior_dates,
+            )
+
+    @classmethod
+    def get_all(  # type: ignore[override]
+        cls, *, key: str, dag_id: str, task_id: str, run_id: str, include_prior_dates: bool = False
+    ) -> Any:
+        with reading_xcom(XComIdentity(dag_id, None if include_prior_dates else run_id, task_id, None, key)):
+            return super().get_all(
+                key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, include_prior_dates=include_prior_dates
+            )
+
+    @classmethod
+    async def aget_all(  # type: ignore[override]
+        cls, *, key: str, dag_id: str, task_id: str, run_id: str, include_prior_dates: bool = False
+    ) -> Any:
+        with reading_xcom(XComIdentity(dag_id, None if include_prior_dates else run_id, task_id, None, key)):
+            return await super().aget_all(
+                key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, include_prior_dates=include_prior_dates
+            )
+
+    @classmethod
+    def delete(  # type: ignore[override]
+        cls, key: str, task_id: str, dag_id: str, run_id: str, map_index: int | None = None
+    ) -> None:
+        owner = XComIdentity(dag_id, run_id, task_id, -1 if map_index is None else map_index, key)
+        with reading_xcom(owner):
+            super().delete(key=key, task_id=task_id, dag_id=dag_id, run_id=run_id, map_index=map_index)
 
 
-def _fetch(url: str, writer: str) -> bytes:
-    current = store()
+def _identity_of_row(xcom: Any) -> XComIdentity | None:
+    """Coordinates carried by the object itself (a metadata-DB XCom row has them; the SDK's XComResult not)."""
+    fields = [getattr(xcom, name, None) for name in ("dag_id", "run_id", "task_id", "map_index", "key")]
+    return XComIdentity(*fields) if None not in fields else None
+
+
+def _reference_in(raw: Any) -> ObjectReference | None:
+    base = configured_location()
+    if base is None:
+        if isinstance(raw, dict):
+            raise XComReferenceError(
+                f"XCom row holds a reference to {raw.get('url')} but [common.io] xcom_objectstorage_path is not set"
+            )
+        return None
+    return references.resolve(raw, base, _expected_identity())
+
+
+def _fetch(reference: ObjectReference) -> bytes:
     try:
-        return current.fs.cat_file(current.path_of(url))
+        return current_store().read(reference.name)
     except FileNotFoundError as err:
         raise XComObjectMissingError(
-            f"XCom object {url} (written by {writer}) is missing from object storage: deleted, expired by the "
-            "lifecycle rule, or never completed. Re-run the writing task to recreate it."
+            f"XCom object {reference.url} (written by {reference.writer}) is missing from object storage: "
+            "deleted, expired by the lifecycle rule, or never completed. Re-run the writing task to recreate it."
         ) from err
     except Exception as err:
-        raise XComObjectError(f"reading XCom object {url} (written by {writer}) failed: {_cause(err)}") from err
+        raise XComObjectError(
+            f"reading XCom object {reference.url} (written by {reference.writer}) failed: {_cause(err)}"
+        ) from err
 
 
-def _cause(err: BaseException) -> str:
-    kind = "permission denied" if isinstance(err, PermissionError) else type(err).__name__
-    return f"{kind}: {str(err)[:300]}"
-
-
-def _preview(reference: dict[str, Any], err: BaseException) -> str:
-    return f"{reference[contract.REFERENCE_MARKER]}; not readable here: {type(err).__name__}"
-
-
-def _read_reference(url: str, reference: dict[str, Any]) -> Any:
-    writer = reference.get("writer", "an unknown task")
-    try:
-        stored = _fetch(url, writer)
-    except Exception as err:
-        if _in_task():
-            raise
-        return _preview(reference, err)  # scheduler / API server / CLI without credentials: no crash
-    corrupt = XComObjectCorruptError(
-        f"XCom object {url} (written by {writer}) does not match its checksum: expected "
-        f"{reference['stored_size']} bytes with sha256 {reference['sha256'][:12]}..., found {len(stored)} "
-        "bytes. It was truncated, overwritten or corrupted; re-run the writing task."
-    )
-    if len(stored) != reference["stored_size"]:
-        raise corrupt
-    digest = _Digest(stored)
-    digest.start()  # verified while the JSON is parsed; a parse error on corrupt bytes reports the corruption
-    compression = reference.get("compression")
-    try:
-        value = json.loads(_DECOMPRESSORS[compression](stored) if compression else stored, cls=XComDecoder)
-    except Exception:
-        if digest.result() != reference["sha256"]:
-            raise corrupt from None
-        raise
-    if digest.result() != reference["sha256"]:
-        raise corrupt
-    return value
-
-
-def _read_common_io_url(url: str) -> Any:
-    """An object written by common-io's backend: compression from the suffix, no checksum to verify."""
-    stored = _fetch(url, "common-io's backend")
-    compression = fsspec.utils.infer_compression(url)
-    data = _DECOMPRESSORS[compression](stored) if compression in _DECOMPRESSORS else stored
-    try:
-        return json.loads(data, cls=XComDecoder)
-    except ValueError as err:
-        raise XComObjectCorruptError(f"XCom object {url} is not valid JSON ({err})") from err
+def _read(reference: ObjectReference) -> Any:
+    stored = _fetch(reference)
+    if reference.kind == "common-io":  # no checksum to verify; compression from the suffix, as common-io
+        try:
+            return codec.from_common_io_bytes(codec.decompress(reference.compression, stored))
+        except ValueError as err:
+            raise XComObjectCorruptError(
+                f"XCom object {reference.url} (written by {reference.writer}) is not valid JSON ({err})"
+            ) from err
+    if len(stored) != reference.stored_size or _sha256(stored) != reference.checksum:
+        raise XComObjectCorruptError(
+            f"XCom object {reference.url} (written by {reference.writer}) does not match its checksum: expected "
+            f"{reference.stored_size} bytes with {str(reference.checksum)[:19]}..., found {len(stored)} bytes. "
+            "It was truncated, overwritten or corrupted; re-run the writing task."
+        )
+    return codec.from_json_bytes(codec.decompress(reference.compression, stored))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from xcom_backend.errors import StoreConfigError
 from xcom_backend.export import FORMATS, ExportError, load_airflow_env, merge_managed_block, write_private_file
 from xcom_backend.gc import GcError
 
@@ -79,19 +80,23 @@ def _gc(args: argparse.Namespace) -> int:
     from xcom_backend import gc
 
     older_than = gc.parse_duration(args.older_than)
-    orphans = gc.find_orphans(older_than)
+    store = gc.checked_store()
+    orphans = gc.find_orphans(store, older_than)
     for item in orphans:
         modified = item.modified.isoformat(timespec="seconds") if item.modified else "unknown time"
         print(f"{'deleting' if args.delete else 'orphan'} {item.url} ({item.size} bytes, written {modified})")
     total = sum(item.size for item in orphans)
-    if args.delete:
-        gc.delete(orphans)
-        print(f"deleted {len(orphans)} orphaned objects ({total} bytes)")
-    else:
+    if not args.delete:
         print(
             f"{len(orphans)} orphaned objects ({total} bytes) older than {args.older_than}; "
             "nothing deleted (dry run): add --delete to delete them"
         )
+        return 0
+    result = gc.delete_orphans(store, orphans, older_than)
+    for item, why in result.kept:
+        print(f"kept {item.url}: {why}")
+    deleted = sum(item.size for item in result.deleted)
+    print(f"deleted {len(result.deleted)} orphaned objects ({deleted} bytes); kept {len(result.kept)}")
     return 0
 
 
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ExportError, CommandError, GcError) as err:
+    except (ExportError, CommandError, GcError, StoreConfigError) as err:
         print(f"xcom-backend {args.command}: error: {err}", file=sys.stderr)
         return 2
 

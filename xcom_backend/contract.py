@@ -7,7 +7,6 @@ the CLI and the backend can all share it without pulling Airflow or a cloud SDK 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Mapping
@@ -73,8 +72,8 @@ STORE_SCHEMES: Mapping[str, StoreScheme] = {
 # Schemes seen in tutorials that Airflow registers no object storage for, and what to use instead.
 UNREGISTERED_SCHEMES: Mapping[str, str] = {"wasb": "abfs", "wasbs": "abfs", "azblob": "abfs", "az": "abfs"}
 
-# The bundled backend stores this object in the metadata DB for an offloaded XCom (see backend.py);
-# common-io stores the bare URL string instead. Tools (gc, the demo) read both through reference_url().
+# The bundled backend stores an object with this key in the metadata DB for an offloaded XCom; common-io
+# stores the bare URL string instead. xcom_backend.references decides when either is to be believed.
 REFERENCE_MARKER = "__xcom_object_storage__"
 
 DEFAULT_THRESHOLD = 1000
@@ -153,29 +152,71 @@ def objectstorage_path(cloud: str, conn_id: str, bucket: str, prefix: str) -> st
     return f"{SCHEMES[cloud]}://{conn_id}@{bucket}/{prefix}"
 
 
+# Schemes that name the same filesystem: a reference written under one is read under the other.
+_LOCAL_SCHEMES = frozenset({"file", "local"})
+
+
 @dataclass(frozen=True)
 class ObjectStorageLocation:
+    """``<scheme>://[<conn_id>@]<bucket>/<prefix>`` split into its parts (``file:///<path>`` has no bucket)."""
+
     scheme: str
-    conn_id: str
+    conn_id: str | None  # None: the scheme's default credentials (IRSA, instance role, ADC, ...)
     bucket: str
     prefix: str  # for an object URL: the object's key
 
     @property
     def path(self) -> str:
-        """The filesystem's own path (``bucket/prefix``), as fsspec filesystems take it."""
+        """The filesystem's own path (``bucket/prefix``; ``/prefix`` for local files), as fsspec takes it."""
+        if self.scheme in _LOCAL_SCHEMES:
+            return "/" + self.prefix
         return f"{self.bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def family(self) -> str:
+        """Which filesystem the scheme selects: ``s3``/``s3a``/``s3n`` are one, ``gs``/``gcs`` are one, ..."""
+        if self.scheme in _LOCAL_SCHEMES:
+            return "file"
+        known = STORE_SCHEMES.get(self.scheme)
+        return known.fs_module if known else self.scheme
+
+    def same_place(self, other: ObjectStorageLocation) -> bool:
+        """Same bucket and key, whatever connection id or scheme alias either was written with."""
+        return (self.family, self.bucket, self.prefix) == (other.family, other.bucket, other.prefix)
+
+    def relative_name(self, url: str) -> str | None:
+        """The part of object ``url`` below this base (compared by bucket and path), or None outside it."""
+        try:
+            target = parse_objectstorage_path(url)
+        except ContractError:
+            return None
+        if (target.family, target.bucket) != (self.family, self.bucket):
+            return None
+        base = self.prefix + "/" if self.prefix else ""
+        if not target.prefix.startswith(base) or len(target.prefix) == len(base):
+            return None
+        return target.prefix[len(base) :]
 
 
 def parse_objectstorage_path(url: str) -> ObjectStorageLocation:
-    """Split ``<scheme>://<conn_id>@<bucket>/<prefix>`` (the inverse of objectstorage_path)."""
+    """Split ``<scheme>://[<conn_id>@]<bucket>/<prefix>`` the way ``ObjectStoragePath`` reads it.
+
+    The connection id is optional (common-io then uses the scheme's default credentials), and local paths
+    (``file:///shared/xcom``) have no bucket.
+    """
+    if not isinstance(url, str):
+        raise ContractError(f"{url!r} is not a storage URL")
     scheme, sep, rest = url.partition("://")
-    if not sep or not scheme:
+    if not sep or not scheme or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
         raise ContractError(f"{url!r} has no scheme; use <scheme>://<conn_id>@<bucket>/<prefix>")
-    location, _, prefix = rest.partition("/")
-    conn_id, at, bucket = location.rpartition("@")
-    if not at or not conn_id or not bucket:
-        raise ContractError(f"{url!r} names no connection; use {scheme}://<conn_id>@<bucket>/<prefix>")
-    return ObjectStorageLocation(scheme, conn_id, bucket, prefix.rstrip("/"))
+    scheme = scheme.lower()
+    netloc, _, prefix = rest.partition("/")
+    conn_id, at, bucket = netloc.rpartition("@")
+    if at and not conn_id:
+        raise ContractError(f"{url!r} has an empty connection id before '@'")
+    if not bucket and scheme not in _LOCAL_SCHEMES:
+        raise ContractError(f"{url!r} names no bucket; use {scheme}://<conn_id>@<bucket>/<prefix>")
+    return ObjectStorageLocation(scheme, conn_id or None, bucket, prefix.strip("/"))
 
 
 def aws_connection(
@@ -274,24 +315,6 @@ class XComEnv:
         if compression:
             env[COMPRESSION_ENV] = compression
         return env
-
-
-def decode_db_value(raw: Any) -> Any:
-    """An XCom value as stored: JSON text where the column or the API hands over text, else as it is."""
-    if isinstance(raw, str) and raw[:1] in '{"':
-        with contextlib.suppress(ValueError):
-            return json.loads(raw)
-    return raw
-
-
-def reference_url(stored: Any, base_url: str) -> str | None:
-    """The object URL a (decoded) XCom value points at, ours or common-io's; None when it is the value itself."""
-    if isinstance(stored, dict) and stored.get(REFERENCE_MARKER) is not None:
-        stored = stored.get("url")
-    base = base_url.rstrip("/") + "/"
-    if isinstance(stored, str) and stored.startswith(base) and ".." not in stored[len(base) :].split("/"):
-        return stored
-    return None
 
 
 def describe_threshold(threshold: int) -> str:

@@ -2,26 +2,36 @@
 
 Objects are orphaned when rows go away without the backend's purge: `airflow db clean`, bulk clears,
 deleted DAG runs. Run this where Airflow's metadata DB and the storage connection are both configured
-(e.g. the scheduler's environment). Objects younger than ``older_than`` are kept: a running task may
-have written its object but not yet committed the row that points at it.
+(e.g. the scheduler's environment). A row references an object only as the backend itself would read it
+(xcom_backend.references): by bucket and path, whatever connection id it was written with.
+
+Never deletes live data: objects younger than ``older_than`` are kept (a running task may have written its
+object but not yet committed its row); each candidate is checked again right before its delete — against a
+fresh read of the DB, and its age again, since a re-created run rewrites the same retry-stable name — and an
+object that vanished meanwhile is skipped, not an error.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xcom_backend import contract
+from xcom_backend import references
+from xcom_backend.errors import XComReferenceError
+from xcom_backend.references import XComIdentity
+
+if TYPE_CHECKING:
+    from xcom_backend.store import Store
 
 _DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class GcError(ValueError):
-    """A gc option that cannot be used."""
+    """A gc option or setting that cannot be used."""
 
 
 def parse_duration(text: str) -> timedelta:
@@ -36,29 +46,63 @@ def parse_duration(text: str) -> timedelta:
 
 @dataclass(frozen=True)
 class StoredObject:
+    name: str  # below the base path
     url: str
     size: int
     modified: datetime | None
 
 
-def referenced_urls(base_url: str) -> set[str]:
-    """Every object URL the metadata DB's XCom rows point at (bundled and common-io references)."""
+@dataclass
+class GcResult:
+    deleted: list[StoredObject] = field(default_factory=list)
+    kept: list[tuple[StoredObject, str]] = field(default_factory=list)  # (object, why it was not deleted)
+
+
+def checked_store() -> Store:
+    """The backend's store, refused when its path has no prefix: gc would list (and delete) the whole bucket."""
+    from xcom_backend.store import current_store
+
+    store = current_store()
+    if not store.location.prefix:
+        raise GcError(
+            f"the XCom path {store.base_url} has no prefix: gc would treat every object in the bucket as an "
+            "XCom. Point [common.io] xcom_objectstorage_path at a prefix used only for XComs (e.g. .../xcom)."
+        )
+    return store
+
+
+def _rows(where: dict[str, Any] | None = None) -> Iterable[tuple[XComIdentity, Any]]:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    urls = set()
+    columns = (XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index, XComModel.key)
+    query = select(*columns, XComModel.value)
+    for name, value in (where or {}).items():
+        query = query.where(getattr(XComModel, name) == value)
     with create_session() as session:
-        for value in session.scalars(select(XComModel.value).execution_options(yield_per=1000)):
-            url = contract.reference_url(contract.decode_db_value(value), base_url)
-            if url:
-                urls.add(url)
-    return urls
+        for dag_id, run_id, task_id, map_index, key, value in session.execute(query.execution_options(yield_per=1000)):
+            yield XComIdentity(dag_id, run_id, task_id, map_index, key), value
+
+
+def referenced_names(store: Store, where: dict[str, Any] | None = None) -> set[str]:
+    """Names (below the base) of the objects XCom rows point at, read the way the backend reads them."""
+    names = set()
+    for owner, value in _rows(where):
+        if not references.is_reference_shaped(value):
+            continue
+        try:
+            reference = references.resolve(value, store.location, owner)
+        except XComReferenceError:
+            continue  # a row the backend refuses to read protects nothing
+        if reference is not None:
+            names.add(reference.name)
+    return names
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:
-    for field in ("LastModified", "last_modified", "updated", "mtime", "timeCreated"):
-        value = info.get(field)
+    for name in ("LastModified", "last_modified", "updated", "mtime", "timeCreated"):
+        value = info.get(name)
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         if isinstance(value, str):
@@ -71,33 +115,59 @@ def _modified(info: dict[str, Any]) -> datetime | None:
     return None
 
 
-def stored_objects() -> Iterator[StoredObject]:
-    from xcom_backend.backend import store
-
-    current = store()
-    for path, info in current.fs.find(current.base_path, detail=True).items():
-        if info.get("type") == "directory":
-            continue
-        yield StoredObject(url=current.url_of(path), size=int(info.get("size") or 0), modified=_modified(info))
+def _old_enough(modified: datetime | None, older_than: timedelta, now: datetime) -> bool:
+    # An object of unknown age may belong to a task still running: only --older-than 0 takes it.
+    return older_than == timedelta(0) or (modified is not None and now - modified >= older_than)
 
 
-def find_orphans(older_than: timedelta, now: datetime | None = None) -> list[StoredObject]:
-    from xcom_backend.backend import store
-
+def find_orphans(store: Store, older_than: timedelta, now: datetime | None = None) -> list[StoredObject]:
     now = now or datetime.now(timezone.utc)
-    referenced = referenced_urls(store().base_url)
-    return [
-        item
-        for item in stored_objects()
-        # An object of unknown age may belong to a task still running: only --older-than 0 takes it.
-        if item.url not in referenced
-        and (older_than == timedelta(0) or (item.modified is not None and now - item.modified >= older_than))
-    ]
+    listed = store.list_objects()
+    referenced = referenced_names(store)
+    orphans = []
+    for name, info in sorted(listed.items()):
+        modified = _modified(info)
+        if name not in referenced and _old_enough(modified, older_than, now):
+            orphans.append(StoredObject(name, store.url_of(name), int(info.get("size") or 0), modified))
+    return orphans
 
 
-def delete(objects: list[StoredObject]) -> None:
-    from xcom_backend.backend import store
+def _owner_filter(name: str) -> dict[str, Any] | None:
+    """The rows that could reference ``name``, when its shape tells (else None: check every row)."""
+    for compression in (None, *references.COMPRESSION_SUFFIXES):
+        decoded = references.decode_object_name(name, compression)
+        if decoded is not None:
+            return {"dag_id": decoded.dag_id, "run_id": decoded.run_id, "task_id": decoded.task_id}
+    if shaped := references.common_io_owner(name):
+        owner = shaped[0]
+        return {"dag_id": owner.dag_id, "run_id": owner.run_id, "task_id": owner.task_id}
+    return None
 
-    current = store()
-    for item in objects:
-        current.fs.rm_file(current.path_of(item.url))
+
+def delete_orphans(store: Store, orphans: list[StoredObject], older_than: timedelta) -> GcResult:
+    result = GcResult()
+    fresh_referenced: set[str] | None = None
+    for item in orphans:
+        where = _owner_filter(item.name)
+        if where is not None:
+            referenced = item.name in referenced_names(store, where)
+        else:
+            if fresh_referenced is None:
+                fresh_referenced = referenced_names(store)
+            referenced = item.name in fresh_referenced
+        if referenced:
+            result.kept.append((item, "referenced by an XCom row again"))
+            continue
+        info = store.info(item.name)
+        if info is None:
+            result.kept.append((item, "already gone"))
+            continue
+        modified = _modified(info)
+        if modified != item.modified or not _old_enough(modified, older_than, datetime.now(timezone.utc)):
+            result.kept.append((item, "rewritten since it was listed"))
+            continue
+        if store.delete(item.name):
+            result.deleted.append(item)
+        else:
+            result.kept.append((item, "already gone"))
+    return result

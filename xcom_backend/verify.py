@@ -113,19 +113,30 @@ def check_conf(env: Mapping[str, str], report: Report) -> tuple[str | None, int]
         f"path={path} threshold={threshold} compression={compression or 'none'}" if path else "no path configured"
     )
     report.add("airflow conf", ok, detail)
+    from xcom_backend import codec
+
     try:
-        contract.validate_compression(compression)
+        codec.validate_compression(compression)
         compression_ok = True
         compression_detail = compression or "none"
-    except contract.ContractError as err:
+    except ValueError as err:
         compression_ok, compression_detail = False, str(err)
     report.add("compression", compression_ok, compression_detail)
     report.add("threshold", threshold >= -1, f"{threshold}: {contract.describe_threshold(threshold)}")
     return path, threshold
 
 
-def check_path(path: str | None, report: Report) -> tuple[str, str] | None:
-    """(scheme, conn_id) when the path has the form Airflow resolves credentials from."""
+def _known_scheme(scheme: str) -> bool:
+    """A scheme Airflow's ObjectStoragePath can open (the providers' registrations, or local files)."""
+    if scheme in contract.STORE_SCHEMES or scheme in ("file", "local"):
+        return True
+    from airflow.sdk.io.fs import has_fs
+
+    return has_fs(scheme)
+
+
+def check_path(path: str | None, report: Report) -> tuple[str, str | None] | None:
+    """(scheme, conn_id or None) when the path is one the backend (and common-io) can use."""
     if not path:
         report.add("storage path", False, f"{contract.PATH_ENV} is empty")
         return None
@@ -139,18 +150,23 @@ def check_path(path: str | None, report: Report) -> tuple[str, str] | None:
         fixed = path.replace(f"{scheme}://", f"{contract.UNREGISTERED_SCHEMES[scheme]}://", 1)
         report.add("storage path", False, f"{scheme}:// is not an object-storage scheme Airflow registers; use {fixed}")
         return None
-    if scheme not in contract.STORE_SCHEMES:
-        expected = ", ".join(contract.STORE_SCHEMES)
-        report.add("storage path", False, f"unknown scheme {scheme}://; expected one of {expected}")
+    if not _known_scheme(scheme):
+        expected = ", ".join([*contract.STORE_SCHEMES, "file"])
+        report.add("storage path", False, f"unknown scheme {scheme}://; Airflow knows e.g. {expected}")
         return None
     if not prefix:
         report.add("storage path", False, f"{path!r} has no prefix; XComs would land at the bucket root")
         return None
-    report.add("storage path", True, f"{scheme}://, connection {conn_id}, bucket {bucket}, prefix {prefix}")
+    credentials = f"connection {conn_id}" if conn_id else "no connection id (the scheme's default credentials)"
+    where = f"bucket {bucket}, prefix {prefix}" if bucket else f"path /{prefix}"
+    report.add("storage path", True, f"{scheme}://, {credentials}, {where}")
     return scheme, conn_id
 
 
-def check_connection(scheme: str, conn_id: str, report: Report) -> bool:
+def check_connection(scheme: str, conn_id: str | None, report: Report) -> bool:
+    """The connection resolves and has a type the scheme's filesystem takes (nothing to check without one)."""
+    if conn_id is None or scheme not in contract.STORE_SCHEMES:
+        return True
     from airflow.sdk import BaseHook
 
     try:
@@ -176,22 +192,21 @@ def _timed(step: Callable[[], Any]) -> tuple[Any, float]:
 
 def probe(report: Report) -> None:
     """Write, read back, compare and delete one small object under the prefix."""
-    from xcom_backend.backend import store
+    from xcom_backend.store import current_store
 
     try:
-        current, latency = _timed(store)
+        current, latency = _timed(current_store)
     except Exception as err:
         report.add("probe: filesystem", False, f"{type(err).__name__}: {err}")
         return
     report.add("probe: filesystem", True, f"{type(current.fs).__name__} for {current.base_url}", latency)
     name = f"_verify/{uuid.uuid4()}.json"
-    url = f"{current.base_url}/{name}"
-    path = current.path_of(url)
+    url = current.url_of(name)
     body = json.dumps({"verify": name}).encode()
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("write", lambda: current.fs.pipe_file(path, body)),
-        ("read back", lambda: current.fs.cat_file(path)),
-        ("delete", lambda: current.fs.rm_file(path)),
+        ("write", lambda: current.write(name, body)),
+        ("read back", lambda: current.read(name)),
+        ("delete", lambda: current.delete(name)),
     ]
     for label, step in steps:
         try:

@@ -16,6 +16,7 @@ from dotenv import dotenv_values
 from emulation.airflow_run import AirflowHome, make_airflow_home, xcom_checks
 from tests.conftest import DeployedStack, deploy
 from xcom_backend import cli, contract
+from xcom_backend.references import stored_url
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +80,7 @@ def test_big_xcom_goes_to_storage_under_the_prefix_and_pulls_back_equal(deployed
     cloud = stack.run.outputs["cloud"]
     base = f"{SCHEMES[cloud]}://my_{cloud}_conn@{stack.bucket}/xcom/"
     assert env[contract.PATH_ENV] + "/" == base
-    url = contract.reference_url(rows["big_obj"], base)
+    url = stored_url(rows["big_obj"])
     assert url and url.startswith(f"{base}{DAG_ID}/") and url.endswith(".gz")
     key = url.split(f"@{stack.bucket}/", 1)[1]
     assert object_size(stack, key) > 0

@@ -6,13 +6,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from tests.conftest import DeployedStack, deploy
-from tests.integration.test_backend_s3 import clear_all_caches
+from tests.xcom_calls import clear_all_caches, pull
 from xcom_backend import contract
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -57,7 +56,7 @@ def concurrency_stack(moto):
 
 @pytest.mark.parametrize("mode", ["threads", "processes"])
 def test_parallel_writers_lose_and_mix_nothing(mode: str, concurrency_stack: DeployedStack, monkeypatch, figures):
-    env = {**concurrency_stack.env, "AWS_EC2_METADATA_DISABLED": "true", "AIRFLOW_CTX_TASK_ID": "t"}
+    env = {**concurrency_stack.env, "AWS_EC2_METADATA_DISABLED": "true"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     clear_all_caches()
@@ -69,18 +68,18 @@ def test_parallel_writers_lose_and_mix_nothing(mode: str, concurrency_stack: Dep
         with ProcessPoolExecutor(WRITERS, mp_context=multiprocessing.get_context("spawn")) as pool:
             batches = list(pool.map(_process_writer, [(mode, w, env) for w in range(WRITERS)]))
 
-    from xcom_backend.backend import ObjectStorageXComBackend
+    from xcom_backend.references import XComIdentity, stored_url
 
     lost = mismatched = 0
     urls = []
-    base = concurrency_stack.env[contract.PATH_ENV]
     for writer, batch in enumerate(batches):
         assert [index for index, _ in batch] == list(range(PER_WRITER))
         for index, stored in batch:
-            if url := contract.reference_url(stored, base):
+            if isinstance(stored, dict) and (url := stored_url(stored)):
                 urls.append(url)
+            owner = XComIdentity(f"conc-{mode}", "r", f"writer{writer}", index, "return_value")
             try:
-                pulled = ObjectStorageXComBackend.deserialize_value(SimpleNamespace(value=stored))
+                pulled = pull(stored, owner)
             except FileNotFoundError:
                 lost += 1
                 continue

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from emulation.moto import moto_server
 from tests.conftest import deploy
-from tests.integration.test_backend_s3 import clear_all_caches
+from tests.xcom_calls import clear_all_caches, pull
 from xcom_backend import contract
 from xcom_backend.backend import ObjectStorageXComBackend as Backend
 from xcom_backend.backend import XComObjectCorruptError, XComObjectError, XComObjectMissingError
+from xcom_backend.references import XComIdentity
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 BIG = {"rows": ["r" * 500] * 20}
 COORDS = {"key": "k", "dag_id": "faults", "run_id": "r1", "task_id": "t", "map_index": -1}
+OWNER = XComIdentity(**COORDS)
 
 
 @pytest.fixture
@@ -29,7 +30,6 @@ def own_moto(tmp_path, monkeypatch):
         for name, value in stack.env.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "t")
         clear_all_caches()
         yield server, stack
         clear_all_caches()
@@ -62,7 +62,7 @@ def test_fault_matrix(own_moto, figures, monkeypatch) -> None:
         reference = Backend.serialize_value(BIG, **COORDS)
         s3.delete_object(Bucket=stack.bucket, Key=reference["url"].split(f"{stack.bucket}/", 1)[1])
         expect_loud(
-            lambda: Backend.deserialize_value(SimpleNamespace(value=reference)),
+            lambda: pull(reference, OWNER),
             XComObjectMissingError,
             reference["url"],
             "missing",
@@ -74,7 +74,7 @@ def test_fault_matrix(own_moto, figures, monkeypatch) -> None:
         body = s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()
         s3.put_object(Bucket=stack.bucket, Key=key, Body=body[:100])
         expect_loud(
-            lambda: Backend.deserialize_value(SimpleNamespace(value=reference)),
+            lambda: pull(reference, OWNER),
             XComObjectCorruptError,
             reference["url"],
             "checksum",
@@ -87,7 +87,7 @@ def test_fault_matrix(own_moto, figures, monkeypatch) -> None:
         body[len(body) // 2] ^= 0x01  # one flipped bit, still valid JSON
         s3.put_object(Bucket=stack.bucket, Key=key, Body=bytes(body))
         expect_loud(
-            lambda: Backend.deserialize_value(SimpleNamespace(value=reference)),
+            lambda: pull(reference, OWNER),
             XComObjectCorruptError,
             reference["url"],
             "checksum",
@@ -106,7 +106,7 @@ def test_fault_matrix(own_moto, figures, monkeypatch) -> None:
                 "permission denied",
             )
             expect_loud(
-                lambda: Backend.deserialize_value(SimpleNamespace(value=reference)),
+                lambda: pull(reference, OWNER),
                 XComObjectError,
                 reference["url"],
                 "permission denied",

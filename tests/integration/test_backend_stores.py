@@ -1,0 +1,334 @@
+"""The bundled backend in-process against S3 (moto, IAM enforced), GCS and Azure (Azurite over HTTPS), each
+with the credential its stack emitted: every store operation on every store, since s3fs, gcsfs and adlfs differ.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict
+from types import SimpleNamespace
+from typing import Any
+
+import fsspec.compression
+import pytest
+from airflow.providers.common.io.xcom import backend as common_io
+from airflow.utils.json import XComEncoder
+
+from tests.conftest import DeployedStack, deploy
+from tests.stores import ADMIN_CONN_ID, AdminBucket
+from tests.xcom_calls import OWNER, RUN_ID, clear_all_caches, pull, purge, push, trust_in_process
+from xcom_backend import codec, contract, references
+from xcom_backend.backend import (
+    XComObjectCorruptError,
+    XComObjectError,
+    XComObjectMissingError,
+    XComReferenceError,
+)
+from xcom_backend.references import XComIdentity
+
+pytestmark = pytest.mark.integration
+
+BIG = {f"key{i}": "x" * 100 for i in range(100)}
+EMULATORS = {"aws": "moto", "gcp": "gcs", "azure": "azurite"}
+
+
+class Deployment:
+    """A deployed stack, its env applied to this process, and the bucket seen with admin rights."""
+
+    def __init__(self, stack: DeployedStack, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.stack, self.monkeypatch = stack, monkeypatch
+        self.admin = AdminBucket(stack.server, stack.bucket)
+
+    @property
+    def cloud(self) -> str:
+        return self.admin.cloud
+
+    @property
+    def base(self) -> str:
+        return self.stack.env[contract.PATH_ENV]
+
+    def set(self, name: str, value: str | None) -> None:
+        if value is None:
+            self.monkeypatch.delenv(name, raising=False)
+        else:
+            self.monkeypatch.setenv(name, value)
+        clear_all_caches()
+
+    def key(self, url: str) -> str:
+        return contract.parse_objectstorage_path(url).prefix
+
+    def stored_keys(self) -> list[str]:
+        return self.admin.keys("xcom/")
+
+
+@pytest.fixture(scope="module", params=list(EMULATORS))
+def deployed(request: pytest.FixtureRequest) -> Iterator[DeployedStack]:
+    stack = deploy(request.getfixturevalue(EMULATORS[request.param]))
+    yield stack
+    stack.mocks.destroy()
+
+
+@pytest.fixture
+def deployment(deployed: DeployedStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
+    """The emitted env, and nothing else that grants access, in this process's environment."""
+    for name, value in {**deployed.env, **deployed.server.client_env, "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AIRFLOW_CTX_TASK_ID", raising=False)  # errors must be raised in and out of tasks
+    if ca_file := deployed.server.client_env.get("SSL_CERT_FILE"):
+        trust_in_process(ca_file)
+    clear_all_caches()
+    yield Deployment(deployed, monkeypatch)
+    clear_all_caches()
+
+
+def test_small_value_stays_in_the_db(deployment: Deployment) -> None:
+    before = deployment.stored_keys()
+    result = push({"a": 23})
+    assert result == {"a": 23} and pull(result) == {"a": 23}
+    assert deployment.stored_keys() == before
+
+
+def test_threshold_boundary_is_inclusive(deployment: Deployment) -> None:
+    deployment.set(contract.THRESHOLD_ENV, "1000")
+    below, at = "y" * (1000 - 3), "y" * (1000 - 2)  # JSON adds two quotes: 999 and 1000 bytes
+    assert push(below) == below
+    reference = push(at)
+    assert reference["size"] == 1000 and reference["url"].startswith(deployment.base + "/")
+
+
+def test_big_value_goes_to_storage_under_a_retry_stable_name(deployment: Deployment) -> None:
+    reference = push(BIG)
+    assert reference["url"] == f"{deployment.base}/d/manual__2026-01-01T00%3A00%3A00%2B00%3A00/t/-1/big.json"
+    assert reference[contract.REFERENCE_MARKER] == f"in object storage: {reference['url']} (11290 bytes)"
+    assert json.loads(deployment.admin.get(deployment.key(reference["url"]))) == BIG
+    assert pull(reference) == BIG
+
+
+def test_a_retry_overwrites_its_own_object(deployment: Deployment) -> None:
+    first = push(BIG)
+    before = deployment.stored_keys()
+    second = push({**BIG, "retry": 2})
+    assert second["url"] == first["url"] and deployment.stored_keys() == before
+    assert pull(second)["retry"] == 2
+
+
+def test_mapped_tasks_and_keys_never_collide(deployment: Deployment) -> None:
+    urls = {
+        push(BIG, XComIdentity("d", RUN_ID, "t", index, key))["url"]
+        for index in (-1, 0, 1, 2, 10)
+        for key in ("return_value", "a/b", "a%2Fb", "..", "ключ")
+    }
+    assert len(urls) == 25 and all("/../" not in url for url in urls)
+
+
+@pytest.mark.parametrize("compression", codec.available_compressions())
+def test_every_codec_common_io_accepts_round_trips_and_reads_common_ios_objects(
+    deployment: Deployment, compression: str
+) -> None:
+    deployment.set(contract.COMPRESSION_ENV, compression)
+    reference = push(BIG)
+    assert reference["url"].endswith(".json" + references.compression_suffix(compression))
+    stored = deployment.admin.get(deployment.key(reference["url"]))
+    assert len(stored) == reference["stored_size"]
+    assert pull(reference) == BIG
+    # Switching back: common-io infers the codec from the suffix and reads our object itself.
+    assert common_io.XComObjectStorageBackend.deserialize_value(SimpleNamespace(value=reference["url"])) == BIG
+    # And the other way: an object common-io wrote with this codec, read by us.
+    theirs = write_with_common_io(deployment, {"by": "common-io", "codec": compression, "pad": "z" * 2000})
+    assert pull(theirs, XComIdentity("d", RUN_ID, "t", 0, "return_value")) == {
+        "by": "common-io",
+        "codec": compression,
+        "pad": "z" * 2000,
+    }
+
+
+def write_with_common_io(deployment: Deployment, value: Any, owner: XComIdentity = OWNER) -> str:
+    """common-io's own serialize_value, through an admin connection to the same bucket and prefix.
+
+    Except compressed on GCS: gcsfs defers closing the file under common-io's compression wrapper to a
+    finalizer that never uploads it, so common-io returns a URL with no object behind it (gcsfs 2026.10.1).
+    There the same bytes are written as common-io would have: its encoder, fsspec's compressor, its key shape.
+    """
+    location = contract.parse_objectstorage_path(deployment.base)
+    admin_base = f"{location.scheme}://{ADMIN_CONN_ID}@{location.bucket}/{location.prefix}"
+    compression = os.environ.get(contract.COMPRESSION_ENV) or None
+    if deployment.cloud == "gcp" and compression:
+        url = f"{admin_base}/{owner.dag_id}/{owner.run_id}/{owner.task_id}/{uuid.uuid4()}"
+        url += references.compression_suffix(compression)
+        buffer = io.BytesIO()
+        stream = fsspec.compression.compr[compression](buffer, mode="wb")
+        stream.write(json.dumps(value, cls=XComEncoder).encode())
+        stream.close()
+        deployment.admin.put(deployment.key(url), buffer.getvalue())
+        return url
+    for name, text in deployment.admin.admin_connection_env().items():
+        deployment.monkeypatch.setenv(name, text)
+    deployment.set(contract.PATH_ENV, admin_base)
+    try:
+        url = common_io.XComObjectStorageBackend.serialize_value(value, **asdict(owner))
+    finally:
+        deployment.set(contract.PATH_ENV, deployment.stack.env[contract.PATH_ENV])
+    assert isinstance(url, str) and url.startswith(f"{admin_base}/{owner.dag_id}/"), url
+    assert deployment.key(url) in deployment.stored_keys(), f"common-io wrote no object for {url}"
+    return url
+
+
+def test_reads_common_io_references_written_under_another_connection_id(deployment: Deployment) -> None:
+    url = write_with_common_io(deployment, {"pad": "c" * 3000})
+    assert f"{ADMIN_CONN_ID}@" in url and "my_" not in url  # the row names another connection
+    assert pull(url) == {"pad": "c" * 3000}
+
+
+def test_a_missing_object_raises_in_and_out_of_tasks(deployment: Deployment) -> None:
+    reference = push(BIG)
+    deployment.admin.delete(deployment.key(reference["url"]))
+    for in_task in (False, True):
+        if in_task:
+            deployment.monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "t")
+        with pytest.raises(XComObjectMissingError) as caught:
+            pull(reference)
+        assert reference["url"] in str(caught.value) and "task t" in str(caught.value)
+
+
+def test_a_missing_common_io_object_raises_instead_of_returning_its_url(deployment: Deployment) -> None:
+    url = write_with_common_io(deployment, {"pad": "m" * 3000})
+    deployment.admin.delete(deployment.key(url))
+    with pytest.raises(XComObjectMissingError, match="common-io"):
+        pull(url)
+
+
+def test_an_unreadable_object_raises(deployment: Deployment) -> None:
+    reference = push(BIG)
+    connection = json.loads(deployment.stack.env[contract.connection_env(f"my_{deployment.cloud}_conn")])
+    if deployment.cloud == "aws":
+        connection["password"] = "not-the-secret"
+    elif deployment.cloud == "gcp":
+        connection["extra"]["gcs.endpoint"] = "http://127.0.0.1:9"  # nothing listens: a timed-out store
+    else:
+        connection["extra"]["connection_string"] = connection["extra"]["connection_string"].replace("sig=", "sig=x")
+    deployment.set(contract.connection_env(f"my_{deployment.cloud}_conn"), json.dumps(connection))
+    with pytest.raises(XComObjectError, match="reading XCom object") as caught:
+        pull(reference)
+    assert reference["url"] in str(caught.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_truncated_or_corrupted_object_raises(deployment: Deployment, damage: str) -> None:
+    reference = push(BIG)
+    key = deployment.key(reference["url"])
+    body = deployment.admin.get(key)
+    deployment.admin.put(key, body[: len(body) // 2] if damage == "truncated" else body.replace(b"x", b"y", 1))
+    with pytest.raises(XComObjectCorruptError, match="does not match its checksum") as caught:
+        pull(reference)
+    assert reference["url"] in str(caught.value)
+
+
+def test_purge_deletes_the_object_and_a_missing_object_counts_as_purged(deployment: Deployment) -> None:
+    reference = push(BIG)
+    key = deployment.key(reference["url"])
+    assert key in deployment.stored_keys()
+    purge(reference)
+    assert key not in deployment.stored_keys()
+    purge(reference)  # gcsfs and adlfs raise FileNotFoundError here: must count as purged
+    url = write_with_common_io(deployment, {"pad": "p" * 3000})
+    deployment.admin.delete(deployment.key(url))
+    purge(url)  # a common-io object expired by the lifecycle rule
+    purge({"a": 1})  # a DB value: nothing to purge
+
+
+def test_strings_naming_objects_are_values_unless_they_are_this_xcoms_own(deployment: Deployment) -> None:
+    victim = push({"secret": "of dag B", "pad": "b" * 2000}, XComIdentity("dag_b", RUN_ID, "t", -1, "return_value"))
+    victim_url = victim["url"]
+    theirs = write_with_common_io(
+        deployment, {"secret": "common-io of dag B", "pad": "b" * 2000}, XComIdentity("dag_b", RUN_ID, "t")
+    )
+    for value in (
+        victim_url,  # another DAG's object, as a plain string
+        theirs,  # another DAG's common-io object
+        f"{deployment.base}/reports/x.csv",  # a task returning a path under the prefix
+        f"{deployment.base}/d/{RUN_ID}/t/{uuid.uuid4()}.csv",  # common-io's directory, not its key shape
+        "s3://elsewhere/x.json",
+    ):
+        assert push(value) == value  # kept in the DB: below the threshold, and not this XCom's own object
+        assert pull(value) == value, value
+        purge(value)
+    forged = {**victim, "dag_id": "d", "task_id": "t", "key": "big"}  # claims to be ours, names B's object
+    assert pull(forged) == forged
+    purge(forged)
+    relabelled = {**victim}  # B's genuine reference copied into A's row
+    assert pull(relabelled) == relabelled
+    purge(relabelled)
+    assert deployment.key(victim_url) in deployment.stored_keys() and deployment.key(theirs) in deployment.stored_keys()
+    assert pull(victim, XComIdentity("dag_b", RUN_ID, "t", -1, "return_value"))["secret"] == "of dag B"
+
+
+def test_values_that_would_read_back_as_references_are_offloaded(deployment: Deployment) -> None:
+    own_common_io_shape = f"{deployment.base}/d/{RUN_ID}/t/{uuid.uuid4()}"
+    for value in ({contract.REFERENCE_MARKER: "mine", "url": "x"}, own_common_io_shape):
+        stored = push(value)
+        assert isinstance(stored, dict) and stored["v"] == references.REFERENCE_VERSION
+        assert pull(stored) == value
+
+
+def test_values_kept_in_the_db_never_resolve_the_store(deployment: Deployment, monkeypatch) -> None:
+    from xcom_backend import backend
+
+    def no_store() -> None:
+        raise AssertionError("the store was resolved for a value kept in the DB")
+
+    monkeypatch.setattr(backend, "current_store", no_store)
+    for value in ("plain string", {"a": 1}, [1, 2], 3, "s3://elsewhere/x.json", f"{deployment.base}/reports/x"):
+        assert pull(value) == value
+
+
+def test_a_reference_read_without_knowing_whose_value_it_is_raises(deployment: Deployment) -> None:
+    reference = push(BIG)
+    with pytest.raises(XComReferenceError, match="cannot tell which XCom"):
+        pull(reference, owner=None)
+    assert pull(reference, XComIdentity(dag_id="d", run_id=RUN_ID)) == BIG  # a lazily read mapped result
+
+
+def test_a_reference_outside_the_configured_path_says_so(deployment: Deployment) -> None:
+    reference = push(BIG)
+    location = contract.parse_objectstorage_path(deployment.base)
+    deployment.set(contract.PATH_ENV, f"{location.scheme}://{location.conn_id}@{location.bucket}/moved")
+    with pytest.raises(XComReferenceError, match=r"was \[common.io\] xcom_objectstorage_path changed"):
+        pull(reference)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"v": 9}, "version v=9"),
+        ({"checksum": None}, "field 'checksum'"),
+        ({"stored_size": "12"}, "field 'stored_size'"),
+        ({"url": None}, "no 'url'"),
+        ({"compression": "rar"}, "unknown compression"),
+    ],
+)
+def test_malformed_references_fail_with_a_clear_error(deployment: Deployment, change, message: str) -> None:
+    reference = {**push(BIG), **change}
+    with pytest.raises(XComReferenceError, match=message):
+        pull(reference)
+    purge(reference)  # never blocks a retry: logged, nothing deleted
+
+
+def test_version_1_references_still_read(deployment: Deployment) -> None:
+    reference = push(BIG)
+    v1 = {
+        contract.REFERENCE_MARKER: reference[contract.REFERENCE_MARKER],
+        "v": 1,
+        "url": reference["url"],
+        "size": reference["size"],
+        "stored_size": reference["stored_size"],
+        "sha256": reference["checksum"].split(":", 1)[1],
+        "compression": None,
+        "writer": OWNER.describe(),
+    }
+    assert pull(v1) == BIG
+    assert pull(v1, XComIdentity(dag_id="d", run_id=RUN_ID)) == BIG
+    assert pull(v1, XComIdentity("other", RUN_ID, "t", -1, "big")) == v1

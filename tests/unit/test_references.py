@@ -1,0 +1,148 @@
+"""When a value in an XCom row is a pointer into object storage, and the object names it may use."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xcom_backend import contract, references
+from xcom_backend.errors import XComReferenceError
+from xcom_backend.references import MAX_KEY_BYTES, XComIdentity, object_name, resolve
+
+BASE = contract.parse_objectstorage_path("s3://my_aws_conn@bucket/xcom")
+RUN = "manual__2026-01-01T00:00:00+00:00"
+OWNER = XComIdentity("dag_a", RUN, "task", -1, "return_value")
+OTHER = XComIdentity("dag_b", RUN, "task", -1, "return_value")
+
+
+def reference_for(owner: XComIdentity, base_url: str = "s3://my_aws_conn@bucket/xcom", **fields) -> dict:
+    name = object_name(owner, None, references.name_budget(BASE))
+    return {
+        **references.bundled_reference(
+            f"{base_url}/{name}", owner, size=10, stored_size=10, checksum="sha256:" + "0" * 64, compression=None
+        ),
+        **fields,
+    }
+
+
+# Airflow's limits: dag and task ids 250 characters of [\w.-] (\w includes non-ASCII letters), run ids 250,
+# XCom keys 512 characters; map indexes are non-negative ints or -1.
+IDS = st.text(st.characters(categories=["L", "Nd"], include_characters="_.-"), min_size=1, max_size=250)
+IDENTITIES = st.builds(
+    XComIdentity,
+    IDS,
+    st.text(min_size=1, max_size=250).filter(lambda run: "/" not in run),
+    IDS,
+    st.integers(min_value=-1, max_value=2**31 - 1),
+    st.text(min_size=1, max_size=512),
+)
+PREFIXES = st.sampled_from(["xcom", "a" * 100, "/".join(["p" * 50] * 5)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(IDENTITIES, PREFIXES, st.sampled_from([None, *references.COMPRESSION_SUFFIXES]))
+def test_the_full_key_never_exceeds_1024_bytes_and_names_stay_unique(identity, prefix, compression) -> None:
+    base = contract.parse_objectstorage_path(f"s3://c@b/{prefix}")
+    name = object_name(identity, compression, references.name_budget(base))
+    assert len(f"{prefix}/{name}".encode()) <= MAX_KEY_BYTES
+    assert all(len(segment.encode()) <= references.MAX_SEGMENT_BYTES for segment in name.split("/"))
+    assert object_name(replace(identity, key=identity.key + "x"), compression, references.name_budget(base)) != name
+
+
+def test_maximum_length_non_ascii_ids_get_a_short_hashed_name() -> None:
+    identity = XComIdentity("д" * 250, "ж" * 250, "т" * 250, 2**31 - 1, "к" * 512)
+    name = object_name(identity, "gzip", references.name_budget(BASE))
+    assert name.startswith(f"{references.LONG_NAME_DIR}/") and name.endswith(".json.gz")
+    assert len(f"xcom/{name}".encode()) < 200
+
+
+def test_readable_names_decode_back_to_their_identity() -> None:
+    for owner in (OWNER, XComIdentity("d", RUN, "g.t", 7, "a/b%2F..")):
+        assert references.decode_object_name(object_name(owner, "zstd"), "zstd") == owner
+
+
+def test_only_this_xcoms_own_object_is_a_reference() -> None:
+    own = reference_for(OWNER)
+    assert resolve(own, BASE, OWNER).name == object_name(OWNER, None)
+    assert resolve(reference_for(OTHER), BASE, OWNER) is None  # another DAG's reference copied into this row
+    forged = {**reference_for(OTHER), "dag_id": "dag_a"}  # claims this XCom, names dag_b's object
+    assert resolve(forged, BASE, OWNER) is None
+    assert resolve("s3://my_aws_conn@bucket/xcom/reports/x.csv", BASE, OWNER) is None
+    assert resolve(reference_for(OTHER)["url"], BASE, OWNER) is None  # our name format, as a string
+
+
+def test_common_io_urls_are_references_only_in_its_key_shape_for_this_dag_run_and_task() -> None:
+    own = f"s3://my_aws_conn@bucket/xcom/dag_a/{RUN}/task/{uuid.uuid4()}.gz"
+    reference = resolve(own, BASE, OWNER)
+    assert reference.kind == "common-io" and reference.compression == "gzip"
+    assert resolve(own.replace("/dag_a/", "/dag_b/"), BASE, OWNER) is None
+    assert resolve(own.replace("/task/", "/other/"), BASE, OWNER) is None
+    assert resolve(f"s3://my_aws_conn@bucket/xcom/dag_a/{RUN}/task/not-a-uuid.gz", BASE, OWNER) is None
+    assert resolve(f"s3://my_aws_conn@bucket/xcom/dag_a/{RUN}/task/x/{uuid.uuid4()}", BASE, OWNER) is None
+    assert resolve(own.replace("bucket", "other-bucket"), BASE, OWNER) is None
+
+
+def test_a_renamed_connection_or_scheme_alias_still_names_the_same_object() -> None:
+    for base_url in ("s3://old_conn@bucket/xcom", "s3a://my_aws_conn@bucket/xcom", "s3://bucket/xcom"):
+        assert resolve(reference_for(OWNER, base_url), BASE, OWNER) is not None
+    assert resolve(f"s3://old_conn@bucket/xcom/dag_a/{RUN}/task/{uuid.uuid4()}", BASE, OWNER) is not None
+
+
+def test_partly_known_owners_match_on_what_is_known() -> None:
+    any_index = XComIdentity("dag_a", RUN, "task", None, "return_value")  # a pull of every map index
+    assert resolve(reference_for(replace(OWNER, map_index=3)), BASE, any_index) is not None
+    same_run = XComIdentity(dag_id="dag_a", run_id=RUN)  # a lazily read mapped result in a task of dag_a
+    assert resolve(reference_for(OWNER), BASE, same_run) is not None
+    assert resolve(reference_for(OTHER), BASE, same_run) is None
+
+
+def test_unknown_owner_or_malformed_references_raise() -> None:
+    with pytest.raises(XComReferenceError, match="cannot tell which XCom"):
+        resolve(reference_for(OWNER), BASE, None)
+    with pytest.raises(XComReferenceError, match="cannot tell which XCom"):
+        resolve(f"s3://c@bucket/xcom/dag_a/{RUN}/task/{uuid.uuid4()}", BASE, None)
+    assert resolve("s3://c@bucket/xcom/reports/x.csv", BASE, None) is None  # not a reference at all
+    for change, message in (
+        ({"v": 3}, "version v=3"),
+        ({"v": None}, "version v=None"),
+        ({"size": True}, "field 'size'"),
+        ({"checksum": "md5:abc"}, "unknown checksum"),
+        ({"dag_id": None}, "field 'dag_id'"),
+        ({"url": 5}, "no 'url'"),
+        ({"url": "no-scheme"}, "no scheme"),
+    ):
+        with pytest.raises(XComReferenceError, match=message):
+            resolve(reference_for(OWNER, **change), BASE, OWNER)
+
+
+def test_a_reference_written_under_another_path_says_so() -> None:
+    with pytest.raises(XComReferenceError, match="not under the configured storage path"):
+        resolve(reference_for(OWNER, "s3://my_aws_conn@bucket/old-prefix"), BASE, OWNER)
+    assert resolve(reference_for(OTHER, "s3://my_aws_conn@bucket/old-prefix"), BASE, OWNER) is None
+
+
+def test_values_that_would_read_back_as_references_must_be_offloaded() -> None:
+    assert references.must_offload({contract.REFERENCE_MARKER: 1}, BASE, OWNER)
+    assert references.must_offload(f"s3://c@bucket/xcom/dag_a/{RUN}/task/{uuid.uuid4()}", BASE, OWNER)
+    assert not references.must_offload(f"s3://c@bucket/xcom/dag_b/{RUN}/task/{uuid.uuid4()}", BASE, OWNER)
+    assert not references.must_offload("s3://c@bucket/xcom/reports/x.csv", BASE, OWNER)
+    assert not references.must_offload({"a": 1}, BASE, OWNER)
+
+
+@pytest.mark.parametrize(
+    ("url", "parts", "path"),
+    [
+        ("s3://conn@bucket/xcom", ("s3", "conn", "bucket", "xcom"), "bucket/xcom"),
+        ("s3://bucket/xcom/", ("s3", None, "bucket", "xcom"), "bucket/xcom"),
+        ("file:///shared/xcom", ("file", None, "", "shared/xcom"), "/shared/xcom"),
+        ("gs://c@b/a/b", ("gs", "c", "b", "a/b"), "b/a/b"),
+    ],
+)
+def test_paths_common_io_accepts_parse(url: str, parts: tuple, path: str) -> None:
+    location = contract.parse_objectstorage_path(url)
+    assert (location.scheme, location.conn_id, location.bucket, location.prefix) == parts
+    assert location.path == path

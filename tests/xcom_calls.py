@@ -1,0 +1,54 @@
+"""The backend's three calls as the task SDK makes them, and cache resets for tests that change the config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from types import SimpleNamespace
+from typing import Any
+
+from airflow.providers.common.io.xcom import backend as common_io
+
+from xcom_backend.backend import ObjectStorageXComBackend as Backend
+from xcom_backend.backend import reading_xcom
+from xcom_backend.references import XComIdentity
+
+RUN_ID = "manual__2026-01-01T00:00:00+00:00"
+OWNER = XComIdentity("d", RUN_ID, "t", -1, "big")
+
+
+def clear_all_caches() -> None:
+    """Our settings cache, common-io's, and Airflow's per-connection filesystem cache."""
+    from airflow.sdk.io import store as airflow_store
+
+    airflow_store._STORE_CACHE.clear()
+    from xcom_backend.store import clear_caches
+
+    clear_caches()
+    for getter in (common_io._get_base_path, common_io._get_compression, common_io._get_threshold):
+        getter.cache_clear()
+
+
+def trust_in_process(ca_file: str) -> None:
+    """Trust Azurite's throwaway CA in this process: aiohttp (adlfs) built its default TLS context at import,
+    before the emulator's certificate existed, so SSL_CERT_FILE set now would not reach it."""
+    from aiohttp import connector
+
+    connector._SSL_CONTEXT_VERIFIED.load_verify_locations(cafile=ca_file)
+
+
+def push(value: Any, owner: XComIdentity = OWNER) -> Any:
+    return Backend.serialize_value(value, **asdict(owner))
+
+
+def pull(stored: Any, owner: XComIdentity | None = OWNER) -> Any:
+    """deserialize_value as the task SDK calls it for a pull of ``owner``'s XCom."""
+    if owner is None:
+        return Backend.deserialize_value(SimpleNamespace(value=stored))
+    with reading_xcom(owner):
+        return Backend.deserialize_value(SimpleNamespace(value=stored))
+
+
+def purge(stored: Any, owner: XComIdentity = OWNER) -> None:
+    """purge as the task SDK's XCom.delete calls it before a retried try."""
+    with reading_xcom(owner):
+        Backend.purge(SimpleNamespace(value=stored))
