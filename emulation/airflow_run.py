@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import signal
 import sqlite3
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from emulation.processes import emulator_process, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "dags"
@@ -39,11 +46,96 @@ class AirflowHome:
             rows = db.execute("SELECT key, value FROM xcom WHERE dag_id = ?", (dag_id,)).fetchall()
         return {key: json.loads(value) if value is not None else None for key, value in rows}
 
+    def xcom_rows_of(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Every XCom row of a DAG (optionally one run), decoded, with its coordinates."""
+        query = "SELECT run_id, task_id, map_index, key, value FROM xcom WHERE dag_id = ?"
+        params: tuple[str, ...] = (dag_id,)
+        if run_id is not None:
+            query, params = query + " AND run_id = ?", (dag_id, run_id)
+        with sqlite3.connect(self.db_path) as db:
+            rows = db.execute(query, params).fetchall()
+        return [
+            {"run_id": r, "task_id": t, "map_index": m, "key": k, "value": json.loads(v) if v is not None else None}
+            for r, t, m, k, v in rows
+        ]
+
+    def set_xcom_value(self, dag_id: str, run_id: str, task_id: str, key: str, value: Any) -> None:
+        """Overwrite a row's value, as a user with edit rights on this DAG's XComs can through the REST API."""
+        with sqlite3.connect(self.db_path) as db:
+            changed = db.execute(
+                "UPDATE xcom SET value = ? WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
+                (json.dumps(value), dag_id, run_id, task_id, key),
+            ).rowcount
+        assert changed == 1, f"no XCom row {dag_id}/{run_id}/{task_id}/{key}"
+
+    def run_ids(self, dag_id: str) -> list[str]:
+        with sqlite3.connect(self.db_path) as db:
+            rows = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id", (dag_id,)).fetchall()
+        return [run_id for (run_id,) in rows]
+
+    def task_tries(self, dag_id: str) -> dict[str, tuple[str, int]]:
+        """task_id -> (state, try_number) of the latest run's task instances."""
+        with sqlite3.connect(self.db_path) as db:
+            rows = db.execute(
+                "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = ? AND run_id = "
+                "(SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
+                (dag_id, dag_id),
+            ).fetchall()
+        return {task_id: (state, tries) for task_id, state, tries in rows}
+
     def task_states(self, dag_id: str) -> dict[str, str]:
         """task_id -> state of the latest try, from the metadata DB."""
         with sqlite3.connect(self.db_path) as db:
             rows = db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ?", (dag_id,)).fetchall()
         return dict(rows)
+
+
+@contextlib.contextmanager
+def with_executor(home: AirflowHome) -> Iterator[AirflowHome]:
+    """This home with Airflow's API server running and the LocalExecutor configured, so that
+    ``airflow dags test --use-executor`` runs every task in its own process, as a real deployment does
+    (plain ``airflow dags test`` runs them all in one process, which hides state leaking between tasks)."""
+    port = free_port()
+    env = {
+        **home.env,
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+    }
+    command = [str(Path(sys.executable).with_name("airflow")), "api-server", "--host", "127.0.0.1", "--port", str(port)]
+    with emulator_process("airflow-api-server", command, home.path, port, "/execution/health", env, inherit_env=False):
+        yield replace(home, env=env)
+
+
+def run_dag_in_task_processes(home: AirflowHome, dag_id: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """One DAG run with the LocalExecutor (needs ``with_executor``): each task in a fresh process.
+
+    Airflow 3.3's LocalExecutor sometimes never returns from its shutdown (one worker keeps waiting for a
+    stop message another took), after the run has finished and its states are in the DB. So the run is
+    over when Airflow logs "DagRun Finished"; the process group is stopped if it has not exited shortly after.
+    """
+    log_path = home.path / f"dags-test-{dag_id}-{secrets.token_hex(3)}.log"
+    command = [str(Path(sys.executable).with_name("airflow")), "dags", "test", "--use-executor", *options, dag_id]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env=home.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        finished_at = None
+        deadline = time.monotonic() + 600
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if finished_at is None and "DagRun Finished" in log_path.read_text(errors="replace"):
+                finished_at = time.monotonic()
+            if finished_at is not None and time.monotonic() - finished_at > 20:
+                break
+        stuck = process.poll() is None
+        if stuck:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    output = log_path.read_text(errors="replace")
+    finished = [line for line in output.splitlines() if "DagRun Finished" in line]
+    code = (0 if finished and "state=success" in finished[-1] else 1) if stuck else process.returncode
+    return subprocess.CompletedProcess(command, code, output, "")
 
 
 def scrubbed_environ() -> dict[str, str]:
@@ -52,7 +144,10 @@ def scrubbed_environ() -> dict[str, str]:
 
 
 def make_airflow_home(
-    path: Path, deployment_env: dict[str, str], emulator_env: dict[str, str] | None = None
+    path: Path,
+    deployment_env: dict[str, str],
+    emulator_env: dict[str, str] | None = None,
+    dags_folder: Path = DAGS_FOLDER,
 ) -> AirflowHome:
     """An AIRFLOW_HOME whose config comes only from ``deployment_env`` plus local DB/DAG settings.
 
@@ -63,7 +158,7 @@ def make_airflow_home(
     env = {
         **scrubbed_environ(),
         "AIRFLOW_HOME": str(path),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{path / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",

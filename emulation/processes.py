@@ -73,13 +73,17 @@ def emulator_process(
     probe_path: str,
     env: dict[str, str] | None = None,
     ca_file: Path | None = None,
+    inherit_env: bool = True,
 ) -> Iterator[EmulatorProcess]:
     """Run ``command`` (which must listen on ``port``) until the block ends, whatever happens in it."""
     log_path = Path(log_dir) / f"{name}-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            list(command), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            list(command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**(os.environ if inherit_env else {}), **(env or {})},
         )
     emulator = EmulatorProcess(name, port, process, log_path, "https" if ca_file else "http", ca_file)
     try:

@@ -1,0 +1,155 @@
+"""Test-only DAG: values pushed through Airflow's own DB XCom and through the bundled backend's object storage
+(threshold 0) inside one real task, then pulled back and compared by type and value.
+
+The reference is Airflow's DB path as this task reaches it (task SDK -> supervisor -> API server -> metadata
+DB). Where that path itself changes a value (it turns a top-level integral float into an int, ints beyond
+64 bits into floats, and refuses NaN/inf and lone surrogates), the object-storage value must instead equal
+the exact serde round trip of what was pushed — never silently differ from both.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import itertools
+import json
+import math
+from collections import Counter
+from typing import Any
+
+import pendulum
+from airflow.sdk import dag, task
+
+EXAMPLES = 200
+CORPUS: dict[str, Any] = {
+    "nested tuples": ((1, 2), [3, (4,)]),
+    "bool and None keys": {True: 1, None: 2, 1.5: 3},
+    "tuple keys": {(1, 2): "a"},
+    "int keys": {1: "a"},
+    "top-level 1.0": 1.0,
+    "negative zero": [-0.0],
+    "2**70": 2**70,
+    "NaN": float("nan"),
+    "inf": [float("inf")],
+    "set": {1, 2, 3},
+    "frozenset": frozenset({"a"}),
+    "decimal": decimal.Decimal("1.10"),
+    "datetime": datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc),
+    "unicode": "ключ ✓ \x00",
+}
+
+
+def exact_round_trip(value: Any) -> Any:
+    """What storing serde's JSON text and reading it back gives: the value as the DB path means to keep it."""
+    from airflow.sdk.serde import deserialize, serialize
+
+    return deserialize(json.loads(json.dumps(serialize(value))))
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal in value and in type, all the way down (NaN equals NaN; -0.0 differs from 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) or (type(a).__module__ == "numpy" and "float" in type(a).__name__):
+        x, y = float(a), float(b)
+        return (math.isnan(x) and math.isnan(y)) or (x == y and math.copysign(1, x) == math.copysign(1, y))
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(
+            same(ka, kb) and same(va, vb) for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+        )
+    return bool(a == b)
+
+
+def values():
+    """Hypothesis strategy: what Airflow's serde can carry, nested."""
+    import numpy as np
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**80), max_value=2**80),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=20),
+        st.decimals(allow_nan=False, allow_infinity=False, places=3, max_value=10**6, min_value=-(10**6)),
+        st.datetimes(timezones=st.just(datetime.timezone.utc)),
+        st.timedeltas(),
+        st.builds(np.int64, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+        st.builds(np.float64, st.floats(allow_nan=False)),
+        st.builds(np.float32, st.floats(width=32, allow_nan=False)),
+        st.frozensets(st.integers(), max_size=3),
+        st.sets(st.text(max_size=5), max_size=3),
+    )
+    keys = st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.none())
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.tuples(inner, inner),
+            st.dictionaries(keys, inner, max_size=4),
+        ),
+        max_leaves=12,
+    )
+
+
+@dag(dag_id="xcom_fidelity", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False)
+def xcom_fidelity():
+    @task
+    def compare(**context) -> None:
+        from airflow.sdk.bases.xcom import BaseXCom
+        from airflow.sdk.execution_time.xcom import XCom  # the configured backend: the bundled one
+        from hypothesis import HealthCheck, given, settings
+
+        ti = context["ti"]
+        where = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
+        counter, outcomes, failures = itertools.count(), Counter(), []
+
+        def check(label: str, value: Any) -> None:
+            number = next(counter)
+            try:
+                BaseXCom.set(f"db{number}", value, **where)
+                via_db: Any = BaseXCom.get_one(key=f"db{number}", **where)
+            except Exception as err:
+                via_db = err
+            XCom.set(f"os{number}", value, **where)
+            stored = XCom._get_xcom_db_ref(key=f"os{number}", **where).value
+            assert isinstance(stored, dict) and "v" in stored, f"{label}: not offloaded: {stored!r:.200}"
+            via_storage = XCom.get_one(key=f"os{number}", **where)
+            exact = exact_round_trip(value)
+            if not same(via_storage, exact):
+                failures.append(f"{label}: storage gave {via_storage!r:.200}, exact round trip {exact!r:.200}")
+            elif isinstance(via_db, Exception):
+                outcomes[f"DB path refused ({type(via_db).__name__}); storage exact"] += 1
+            elif not same(via_db, exact):
+                outcomes["DB path changed the value; storage exact"] += 1
+                print(f"FIDELITY_LOSSY_DB {label}: pushed {value!r:.120} db {via_db!r:.120}")
+            else:
+                outcomes["storage equals DB path"] += 1
+            if label in CORPUS:
+                print(f"FIDELITY_CASE {label}: storage={via_storage!r:.120} db={via_db!r:.120}")
+
+        for label, value in CORPUS.items():
+            check(label, value)
+
+        @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(values())
+        def generated(value: Any) -> None:
+            before = len(failures)
+            check("generated", value)
+            assert len(failures) == before, failures[-1]  # let hypothesis shrink it to a minimal example
+
+        try:
+            generated()
+        except AssertionError as err:
+            failures.append(f"minimal failing example: {err}")
+        total = sum(outcomes.values()) + len(failures)
+        print(f"FIDELITY_SUMMARY total={total} failures={len(failures)} outcomes={dict(outcomes)}")
+        if failures:
+            raise AssertionError("\n".join(failures[:20]))
+
+    compare()
+
+
+xcom_fidelity()

@@ -1,0 +1,150 @@
+"""The bundled backend in real task processes, on S3, GCS and Azure: Airflow's LocalExecutor (with its API
+server and metadata DB) runs every task in a fresh process, as a deployment does. `airflow dags test` alone
+runs all tasks in one process, which hid a stand-in value handed to a task whose XCom object was gone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulation.airflow_run import DAGS_FOLDER, AirflowHome, make_airflow_home, run_dag_in_task_processes, with_executor
+from tests.conftest import DeployedStack, deploy
+from tests.e2e.test_tutorial_dag import exported_env
+from tests.stores import AdminBucket
+from xcom_backend import contract
+
+pytestmark = pytest.mark.e2e
+
+TEST_DAGS = Path(__file__).parent / "dags"
+EMULATORS = {"aws": "moto", "gcp": "gcs", "azure": "azurite"}
+
+
+def dags_folder(work: Path) -> Path:
+    """The shipped DAGs next to this suite's own, in one folder (Airflow reads one DAG folder)."""
+    folder = work / "dags"
+    folder.mkdir()
+    for source in (DAGS_FOLDER / "xcom_backend_behaviours.py", *TEST_DAGS.glob("*.py")):
+        shutil.copy(source, folder / source.name)
+    return folder
+
+
+@pytest.fixture(scope="module", params=list(EMULATORS))
+def executor_home(request, tmp_path_factory) -> Iterator[tuple[DeployedStack, AirflowHome]]:
+    server = request.getfixturevalue(EMULATORS[request.param])
+    stack = deploy(server, prefix="tasks")
+    try:
+        work = tmp_path_factory.mktemp(f"tasks-{request.param}")
+        home = make_airflow_home(work / "airflow", exported_env(stack, work), server.client_env, dags_folder(work))
+        with with_executor(home) as running:
+            yield stack, running
+    finally:
+        stack.mocks.destroy()
+
+
+def run(home: AirflowHome, dag_id: str, *args: str) -> str:
+    result = run_dag_in_task_processes(home, dag_id, *args)
+    return result.stdout + result.stderr
+
+
+def test_a_task_whose_xcom_object_is_gone_fails_in_its_own_process(executor_home) -> None:
+    stack, home = executor_home
+    output = run(home, "xcom_missing_object")
+    tries = home.task_tries("xcom_missing_object")
+    assert tries["push"][0] == "success" and tries["lose_object"][0] == "success", tries
+    assert tries["consume"][0] == "failed", (tries, output[-3000:])
+    assert "CONSUMED" not in output, "the task ran with a stand-in for its argument"
+    log = task_log(home, "xcom_missing_object", "consume")
+    assert "XComObjectMissingError" in log and f"{stack.env[contract.PATH_ENV]}/xcom_missing_object/" in log
+
+
+def test_a_retry_purges_an_object_that_is_already_gone(executor_home) -> None:
+    _, home = executor_home
+    output = run(home, "xcom_purge_missing")
+    state, try_number = home.task_tries("xcom_purge_missing")["push_lose_and_fail"]
+    assert (state, try_number) == ("success", 2), output[-3000:]
+    assert "PURGE_MISSING_OK try 2" in task_log(home, "xcom_purge_missing", "push_lose_and_fail")
+
+
+def test_another_dags_object_is_never_read_or_deleted(executor_home) -> None:
+    stack, home = executor_home
+    admin = AdminBucket(stack.server, stack.bucket)
+    run(home, "xcom_victim")
+    (victim_row,) = home.xcom_rows_of("xcom_victim", home.run_ids("xcom_victim")[-1])
+    victim = victim_row["value"]
+    victim_key = contract.parse_objectstorage_path(victim["url"]).prefix
+    assert victim_key in admin.keys("tasks/")
+
+    # A task returns a string naming the victim's object: downstream gets the string, not the object.
+    run(home, "xcom_attacker", "--conf", json.dumps({"target": victim["url"]}))
+    consumed = task_log(home, "xcom_attacker", "consume")
+    assert f"CONSUMED {victim['url']!r}" in consumed and "VICTIM-SECRET" not in consumed
+
+    # Control: re-running a task purges its own object first (here: a big value it pushed before).
+    run(home, "xcom_attacker", "--conf", json.dumps({"target": "A" * 2000}))
+    run_id = home.run_ids("xcom_attacker")[-1]
+    (own,) = [row["value"] for row in home.xcom_rows_of("xcom_attacker", run_id) if row["task_id"] != "consume"]
+    own_key = contract.parse_objectstorage_path(own["url"]).prefix
+    assert own_key in admin.keys("tasks/")
+    rerun(home, run_id)
+    assert own_key not in admin.keys("tasks/"), "the re-run did not purge the task's own object"
+
+    # A user who may edit only the attacker's XComs plants a reference to the victim's object (as the REST API
+    # allows), then the task is re-run, purging first: the victim's object stays.
+    forged = {**victim, "dag_id": "xcom_attacker", "task_id": "value_naming_another_object"}
+    for planted in (forged, victim):
+        home.set_xcom_value("xcom_attacker", run_id, "value_naming_another_object", "return_value", planted)
+        rerun(home, run_id)
+        assert victim_key in admin.keys("tasks/"), f"the re-run's purge deleted another DAG's object ({planted})"
+
+    # And the attacker's consumer, pulling a planted reference, gets the row's value, not the victim's object.
+    home.set_xcom_value("xcom_attacker", run_id, "value_naming_another_object", "return_value", victim)
+    pulled = home.airflow("tasks", "test", "xcom_attacker", "consume", run_id, timeout=600)
+    assert pulled.returncode == 0, pulled.stdout[-3000:] + pulled.stderr[-3000:]
+    assert "VICTIM-SECRET" not in pulled.stdout + pulled.stderr
+    assert "CONSUMED {'__xcom_object_storage__'" in pulled.stdout + pulled.stderr
+
+
+def rerun(home: AirflowHome, run_id: str) -> None:
+    """A new try of the attacker's first task in an existing run, in a fresh process (it purges first)."""
+    rerun_home = replace(home, env={**home.env, "XCOM_ATTACKER_RERUN_VALUE": "short"})
+    result = rerun_home.airflow("tasks", "test", "xcom_attacker", "value_naming_another_object", run_id)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def task_log(home: AirflowHome, dag_id: str, task_id: str) -> str:
+    """The latest run's log of one task, every try (task processes log to files, not to the CLI's output)."""
+    run_id = home.run_ids(dag_id)[-1]
+    logs = sorted((home.path / "logs").glob(f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/**/*.log"))
+    assert logs, f"no log for {dag_id}.{task_id} in {run_id}"
+    return "\n".join(path.read_text(errors="replace") for path in logs)
+
+
+def test_values_come_back_as_the_db_path_returns_them(executor_home) -> None:
+    stack, home = executor_home
+    if stack.run.outputs["cloud"] != "aws":
+        pytest.skip("value fidelity does not depend on the store; the store operations are covered per cloud")
+    everything_offloaded = replace(home, env={**home.env, contract.THRESHOLD_ENV: "0"})
+    output = run(everything_offloaded, "xcom_fidelity")
+    log = task_log(home, "xcom_fidelity", "compare")
+    summary = [line for line in log.splitlines() if "FIDELITY_SUMMARY" in line]
+    assert summary and "failures=0" in summary[-1], (log[-5000:], output[-2000:])
+    cases = {
+        line.split("FIDELITY_CASE ", 1)[1].split(":", 1)[0]: line
+        for line in log.splitlines()
+        if "FIDELITY_CASE" in line
+    }
+    expected: dict[str, Any] = {
+        "nested tuples": "storage=((1, 2), [3, (4,)])",
+        "bool and None keys": "storage={'True': 1, 'None': 2, '1.5': 3}",
+        "tuple keys": "storage={'(1, 2)': 'a'}",
+        "2**70": "storage=1180591620717411303424",
+        "top-level 1.0": "storage=1.0",
+    }
+    for label, text in expected.items():
+        assert text in cases[label], cases[label]
