@@ -82,8 +82,8 @@ class DeployedStack:
         return self.server.client(service, self.key)
 
 
-def deploy(server: MotoServer | GcsServer | AzuriteServer, **settings: Any) -> DeployedStack:
-    """Run the real program with the mocks that deploy into ``server``'s emulator."""
+def deploy(server: MotoServer | GcsServer | AzuriteServer, *, stack: str = "test", **settings: Any) -> DeployedStack:
+    """Run the real program as stack ``stack`` with the mocks that deploy into ``server``'s emulator."""
     if isinstance(server, GcsServer):
         mocks: EmulatorMocks = GcsMocks(server)
         settings = {"cloud": "gcp", "project": "emulated-project", **settings}
@@ -95,7 +95,7 @@ def deploy(server: MotoServer | GcsServer | AzuriteServer, **settings: Any) -> D
         mocks = MotoMocks(server)
     allow_http = server.endpoint.startswith("http:")
     config = {"endpointUrl": server.endpoint, "allowHttpEndpoint": allow_http, "forceDestroy": True, **settings}
-    return DeployedStack(run_program(config, mocks, stack="test"), mocks, server)
+    return DeployedStack(run_program(config, mocks, stack=stack), mocks, server)
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ def test_big_xcom_goes_to_storage_under_the_prefix_and_pulls_back_equal(deployed
     assert checks["big_obj"]["equal"] == "True"
     if cloud == "gcp":  # the emitted keyfile_dict was really loaded and exchanged for a token
         keyfile = json.loads(json.loads(env["AIRFLOW_CONN_MY_GCP_CONN"])["extra"]["keyfile_dict"])
-        assert keyfile["client_email"] == "airflow-xcom@emulated-project.iam.gserviceaccount.com"
+        assert keyfile["client_email"] == stack.run.outputs["service_account_email"]
         assert stack.server.tokens_issued, "the task never exchanged the emitted key for a token"
     assert int(checks["big_obj"]["serialized_bytes"]) >= 1000
 

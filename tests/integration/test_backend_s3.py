@@ -215,7 +215,9 @@ def test_reads_what_common_io_wrote(deployment: DeployedStack, monkeypatch: pyte
             {"Effect": "Allow", "Action": ["s3:GetBucketLocation"], "Resource": f"arn:aws:s3:::{deployment.bucket}"}
         ],
     }
-    admin_iam.put_user_policy(UserName="airflow-xcom", PolicyName="common-io-probe", PolicyDocument=json.dumps(policy))
+    admin_iam.put_user_policy(
+        UserName=deployment.run.outputs["user_name"], PolicyName="common-io-probe", PolicyDocument=json.dumps(policy)
+    )
     value = {"written": "by common-io", "pad": "z" * 2000}
     try:
         for compression in (None, "gzip"):
@@ -226,4 +228,4 @@ def test_reads_what_common_io_wrote(deployment: DeployedStack, monkeypatch: pyte
             assert isinstance(theirs, str) and theirs.startswith(deployment.env[contract.PATH_ENV])
             assert ObjectStorageXComBackend.deserialize_value(stored(theirs)) == value
     finally:
-        admin_iam.delete_user_policy(UserName="airflow-xcom", PolicyName="common-io-probe")
+        admin_iam.delete_user_policy(UserName=deployment.run.outputs["user_name"], PolicyName="common-io-probe")

@@ -51,7 +51,7 @@ def allowed_operations(stack: DeployedStack):
 
 def denied_operations(stack: DeployedStack, other: str):
     s3, iam, bucket = stack.client("s3"), stack.client("iam"), stack.bucket
-    arn = f"arn:aws:s3:::{bucket}"
+    arn, user = f"arn:aws:s3:::{bucket}", stack.run.outputs["user_name"]
     return {
         "put object outside prefix": lambda: s3.put_object(Bucket=bucket, Key="other/x.json", Body=b"{}"),
         "put object at bucket root": lambda: s3.put_object(Bucket=bucket, Key="x.json", Body=b"{}"),
@@ -83,9 +83,9 @@ def denied_operations(stack: DeployedStack, other: str):
         ),
         "read the bucket ACL": lambda: s3.get_bucket_acl(Bucket=bucket),
         "iam: list users": lambda: iam.list_users(),
-        "iam: create another access key": lambda: iam.create_access_key(UserName="airflow-xcom"),
+        "iam: create another access key": lambda: iam.create_access_key(UserName=user),
         "iam: attach admin policy to itself": lambda: iam.attach_user_policy(
-            UserName="airflow-xcom", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
+            UserName=user, PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
         ),
         "iam: create a user": lambda: iam.create_user(UserName="backdoor"),
     }
