@@ -2,7 +2,8 @@
 
 EMULATION, not a cloud deployment: the Pulumi program runs under Pulumi's mock runtime, whose resource
 hooks create each declared resource in an emulator on 127.0.0.1 (moto with IAM enforced for AWS,
-gcp-storage-emulator for GCP, Azurite over HTTPS for Azure). Airflow then runs the tutorial DAG with
+gcp-storage-emulator behind an IAM proxy that enforces the declared binding and its CEL condition for GCP,
+Azurite over HTTPS for Azure). Airflow then runs the tutorial DAG with
 only the exported env.
 """
 
@@ -76,7 +77,12 @@ def _gcp() -> CloudDemo:
         bucket, key = _split_url(url)
         return server.client().bucket(bucket).get_blob(key).size
 
-    return CloudDemo("gcp-storage-emulator (no IAM) + a local token endpoint", gcs_server, GcsMocks, size)
+    return CloudDemo(
+        "gcp-storage-emulator behind an IAM proxy (declared binding + CEL condition enforced)",
+        lambda d: gcs_server(d, enforce_iam=True),
+        GcsMocks,
+        size,
+    )
 
 
 def _azure() -> CloudDemo:
@@ -196,6 +202,11 @@ def run(cloud: str, work_dir: Path) -> int:
                 failures.append("small_obj is not stored in the metadata DB")
             if not contract.reference_url(rows.get("big_obj"), base):
                 failures.append(f"big_obj is not stored under {base}")
+            if iam := getattr(server, "iam", None):
+                allowed, denied = iam.counts()
+                say(f"      IAM proxy: {allowed} requests allowed, {denied} denied by the declared binding")
+                for decision in [d for d in iam.decisions if not d.allowed]:
+                    say(f"        denied {decision.method} {decision.path.split('?')[0]}: {decision.reason}")
         finally:
             say("[6/6] teardown (the `pulumi destroy` counterpart)")
             for deleted in mocks.destroy():

@@ -1,7 +1,8 @@
 """Real Airflow runs the tutorial DAG with the env the stack emitted, against the emulators.
 
 AWS: moto with IAM enforced, so the emitted least-privilege key is really what lets the task through.
-GCP: gcp-storage-emulator (no IAM); the emitted keyfile_dict is really loaded and used to get a token.
+GCP: gcp-storage-emulator behind the IAM proxy: the emitted keyfile_dict is really exchanged for a token, and
+the declared binding (role + prefix condition, evaluated with CEL) decides every request of the task.
 Azure: Azurite over verified HTTPS; the emitted https-only container SAS is what authorises the task.
 """
 
@@ -42,7 +43,7 @@ EMULATOR_FIXTURES = {"aws": "moto", "gcp": "gcs", "azure": "azurite"}
 
 @pytest.fixture(
     scope="module",
-    params=[("aws", "bundled"), ("aws", "common-io"), ("gcp", "bundled"), ("azure", "bundled")],
+    params=[("aws", "bundled"), ("aws", "common-io"), ("gcp", "bundled"), ("gcp", "common-io"), ("azure", "bundled")],
     ids=str,
 )
 def deployed_dag_run(request, tmp_path_factory):
