@@ -26,8 +26,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from emulation.proxy import ForwardingHandler, serve, upstream_of
 
 # Storage permissions of the predefined roles, from https://cloud.google.com/iam/docs/roles-permissions/storage
 # (read 2026-11). Only storage.* permissions are listed: no storage request checks the others a role holds
@@ -335,91 +336,46 @@ def _batch_parts(content_type: str, body: bytes) -> list[tuple[str, str, dict[st
     return requests
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _IamHandler(ForwardingHandler):
     proxy: GcsIamProxy
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0], 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            self.rfile.readline()
-            return b"".join(chunks)
-        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
-
-    def _handle(self) -> None:
-        body = self._body()
+    def authorise(self, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
         parsed = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(parsed.query)
         member = self.proxy.member_for(self.headers.get("Authorization", ""))
         if member is None:
-            self._error(401, "Invalid Credentials: no bearer token the local token endpoint issued")
-            return
+            return _error(401, "Invalid Credentials: no bearer token the local token endpoint issued")
         try:
             checks = self.proxy.checks_for(self.command, parsed.path, query, dict(self.headers), body)
         except Unmapped as err:
             self.proxy.record(Decision(self.command, self.path, member, (), False, f"unmapped: {err}"))
-            self._error(403, f"{member}: request not mapped to an IAM permission, denied ({err})")
-            return
+            return _error(403, f"{member}: request not mapped to an IAM permission, denied ({err})")
         denied = [check for check in checks if not self.proxy.policy.allows(member, check)]
         reason = "; ".join(f"{c.permission} on {c.resource_name}" for c in denied) or "allowed"
         self.proxy.record(Decision(self.command, self.path, member, tuple(checks), not denied, reason))
-        if denied:
-            first = denied[0]
-            self._error(
-                403,
-                f"{member} does not have {first.permission} access to the Google Cloud Storage "
-                f"{'bucket' if first.object is None else 'object'}. Permission '{first.permission}' denied on "
-                f"resource {first.resource_name} (or it may not exist).",
-            )
-            return
-        self._forward(body, parsed, query)
+        if not denied:
+            return None
+        first = denied[0]
+        return _error(
+            403,
+            f"{member} does not have {first.permission} access to the Google Cloud Storage "
+            f"{'bucket' if first.object is None else 'object'}. Permission '{first.permission}' denied on "
+            f"resource {first.resource_name} (or it may not exist).",
+        )
 
-    def _forward(self, body: bytes, parsed: urllib.parse.SplitResult, query: Mapping[str, list[str]]) -> None:
-        connection = http.client.HTTPConnection(self.proxy.upstream_host, self.proxy.upstream_port, timeout=120)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
-        try:
-            connection.request(self.command, self.path, body=body, headers=headers)  # Host kept: Location URLs
-            response = connection.getresponse()
-            payload = response.read()
-        finally:
-            connection.close()
-        if parsed.path.startswith("/upload/") and (location := response.getheader("Location")):
+    def forwarded(self, status: int, headers: list[tuple[str, str]]) -> None:
+        location = dict(headers).get("Location")
+        if self.path.startswith("/upload/") and location:
             upload_id = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query).get("upload_id", [None])[0]
             if upload_id:
                 self.proxy.sessions.add(upload_id)
-        self.send_response(response.status)
-        for name, value in response.getheaders():
-            if name.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
 
-    def _error(self, code: int, message: str) -> None:
-        reason = {401: "required", 403: "forbidden"}[code]
-        payload = json.dumps(
-            {
-                "error": {
-                    "code": code,
-                    "message": message,
-                    "errors": [{"message": message, "domain": "global", "reason": reason}],
-                }
-            }
-        ).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+def _error(code: int, message: str) -> tuple[int, dict[str, str], bytes]:
+    """GCS's JSON error body."""
+    reason = {401: "required", 403: "forbidden"}[code]
+    error = {"code": code, "message": message, "errors": [{"message": message, "domain": "global", "reason": reason}]}
+    return code, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps({"error": error}).encode()
 
 
 @dataclass
@@ -485,16 +441,9 @@ class GcsIamProxy:
 @contextlib.contextmanager
 def gcs_iam_proxy(upstream: str, tokens: Mapping[str, str]) -> Iterator[GcsIamProxy]:
     """Serve the enforcing proxy for the emulator at ``upstream`` (http://127.0.0.1:PORT) on a free port."""
-    host, port = urllib.parse.urlsplit(upstream).hostname or "127.0.0.1", urllib.parse.urlsplit(upstream).port or 80
+    host, port = upstream_of(upstream)
     proxy = GcsIamProxy(host, port, tokens)
-    handler = type("GcsIamHandler", (_ProxyHandler,), {"proxy": proxy})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    proxy.endpoint = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, name="gcs-iam-proxy", daemon=True)
-    thread.start()
-    try:
+    handler = type("GcsIamHandler", (_IamHandler,), {"proxy": proxy, "upstream": (host, port)})
+    with serve(handler, "gcs-iam-proxy") as endpoint:
+        proxy.endpoint = endpoint
         yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()

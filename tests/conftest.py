@@ -18,7 +18,7 @@ from emulation.gcs_iam import GcsIamProxy
 
 # gcsfs reads this once, at import: tests in this process that use gcsfs against the emulator need it first.
 os.environ.update(GCSFS_ENV)
-from emulation.moto import MotoMocks, MotoServer, moto_server
+from emulation.moto import MotoMocks, MotoServer, moto_server, with_conditions
 from emulation.pulumi_runner import EmulatorMocks, ProgramRun, run_program
 
 FIGURES: list[dict[str, Any]] = []
@@ -39,6 +39,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """One moto server (S3 + IAM, IAM enforced) on a free loopback port for the whole session."""
     with moto_server(tmp_path_factory.mktemp("moto"), enforce_iam=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto_conditions(moto: MotoServer) -> Iterator[MotoServer]:
+    """The session's moto behind emulation.s3_conditions: IAM Conditions (s3:prefix on listings, kms:ViaService
+    and the encryption context on direct KMS calls) are evaluated too. Deploy into it to get such an endpoint."""
+    with with_conditions(moto) as server:
         yield server
 
 

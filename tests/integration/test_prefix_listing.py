@@ -1,0 +1,90 @@
+"""How the storage libraries list an XCom prefix, with the emitted credential, through the enforcing layers.
+
+``fs.find("<bucket>/<prefix>")`` on an empty prefix is denied on both clouds: s3fs then HEADs the bare key
+``<prefix>`` (GetObject is granted on ``<prefix>/*`` only) and gcsfs lists prefix ``<prefix>`` without the
+slash (the condition requires ``<prefix>/``). Listing with the trailing slash, as
+``fs.find(bucket, prefix="<prefix>/")`` does, is allowed. Tools that list the prefix must use the latter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gcsfs
+import pytest
+import s3fs
+
+from emulation.gcs import GcsServer
+from emulation.moto import REGION, MotoServer
+from tests.conftest import DeployedStack, deploy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def s3_stack(moto_conditions: MotoServer) -> Iterator[DeployedStack]:
+    stack = deploy(moto_conditions, stack="prefix-listing")
+    yield stack
+    stack.mocks.destroy()
+
+
+@pytest.fixture(scope="module")
+def gcs_stack(gcs: GcsServer) -> Iterator[DeployedStack]:
+    stack = deploy(gcs, stack="prefix-listing")
+    yield stack
+    stack.mocks.destroy()
+
+
+def s3(stack: DeployedStack) -> s3fs.S3FileSystem:
+    key, secret = stack.key
+    return s3fs.S3FileSystem(
+        key=key, secret=secret, endpoint_url=stack.server.endpoint, client_kwargs={"region_name": REGION}
+    )
+
+
+def gcs_fs(stack: DeployedStack) -> gcsfs.GCSFileSystem:
+    return gcsfs.GCSFileSystem(token=stack.gcp_credentials(), endpoint_url=stack.server.endpoint, project="p")
+
+
+def test_s3fs_find_on_an_empty_prefix_is_denied(s3_stack: DeployedStack) -> None:
+    with pytest.raises(PermissionError):
+        s3(s3_stack).find(f"{s3_stack.bucket}/xcom")  # lists xcom/ (allowed), then HEADs the bare key xcom
+
+
+def test_s3fs_listing_with_the_trailing_slash_is_allowed(s3_stack: DeployedStack) -> None:
+    fs = s3(s3_stack)
+    assert fs.find(s3_stack.bucket, prefix="xcom/") == []
+    fs.pipe(f"{s3_stack.bucket}/xcom/d/r/t/x.json", b"{}")
+    try:
+        fs.invalidate_cache()
+        assert fs.find(s3_stack.bucket, prefix="xcom/") == [f"{s3_stack.bucket}/xcom/d/r/t/x.json"]
+    finally:
+        fs.rm(f"{s3_stack.bucket}/xcom/d/r/t/x.json")
+    prefixes = [r.context.get("s3:prefix") for _, r, ok in s3_stack.server.conditions.decisions if ok]
+    assert "xcom/" in prefixes
+
+
+def test_listing_the_bare_prefix_is_denied_on_s3(s3_stack: DeployedStack) -> None:
+    """The ListBucket condition allows only <prefix>/ and below: "xcom" would also list "xcom2/", "xcom-x"."""
+    client = s3_stack.client("s3")
+    client.list_objects_v2(Bucket=s3_stack.bucket, Prefix="xcom/")
+    with pytest.raises(Exception, match="AccessDenied"):
+        client.list_objects_v2(Bucket=s3_stack.bucket, Prefix="xcom")
+
+
+def test_gcsfs_find_on_an_empty_prefix_is_denied(gcs_stack: DeployedStack) -> None:
+    with pytest.raises(OSError, match="Forbidden"):
+        gcs_fs(gcs_stack).find(f"{gcs_stack.bucket}/xcom")  # lists xcom/ (allowed), then the bare prefix xcom
+    denied = [d for d in gcs_stack.server.iam.decisions if not d.allowed]
+    assert denied[-1].checks[0].list_prefix == "xcom"
+
+
+def test_gcsfs_listing_with_the_trailing_slash_is_allowed(gcs_stack: DeployedStack) -> None:
+    fs = gcs_fs(gcs_stack)
+    assert fs.find(gcs_stack.bucket, prefix="xcom/") == []
+    fs.pipe(f"{gcs_stack.bucket}/xcom/d/r/t/x.json", b"{}")
+    try:
+        fs.invalidate_cache()
+        assert fs.find(gcs_stack.bucket, prefix="xcom/") == [f"{gcs_stack.bucket}/xcom/d/r/t/x.json"]
+    finally:
+        fs.rm(f"{gcs_stack.bucket}/xcom/d/r/t/x.json")
