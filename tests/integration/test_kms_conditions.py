@@ -1,9 +1,11 @@
 """SSE-KMS: the emitted key may use the bucket's KMS key only through S3, never by calling KMS itself.
 
 moto ignores Conditions, so the calls go through emulation.s3_conditions, which evaluates the policy's
-``kms:ViaService`` and encryption-context conditions. What it cannot show: S3 calling KMS on the key's
-behalf (moto's S3 never calls KMS), which AWS allows because the request then carries
-``kms:ViaService = s3.<region>.amazonaws.com``; tests/unit checks the condition names that service.
+``kms:ViaService`` and encryption-context conditions. moto itself checks KMS actions against resource ``*``
+(not the key ARN) and so refuses these calls whatever the policy says; the test therefore asserts the
+policy evaluation's own verdict. What it cannot show: S3 calling KMS on the key's behalf (moto's S3 never
+calls KMS), which AWS allows because the request then carries ``kms:ViaService = s3.<region>.amazonaws.com``;
+the second test evaluates the deployed policy for exactly that request.
 """
 
 from __future__ import annotations
@@ -31,14 +33,21 @@ def kms_stack(moto_conditions: MotoServer) -> Iterator[tuple[DeployedStack, str]
 def test_the_key_cannot_call_kms_directly(kms_stack: tuple[DeployedStack, str]) -> None:
     stack, key_arn = kms_stack
     kms, context = stack.client("kms"), {"aws:s3:arn": f"arn:aws:s3:::{stack.bucket}"}
-    for call in (
-        lambda: kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256"),
-        lambda: kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256", EncryptionContext=context),
-        lambda: kms.decrypt(CiphertextBlob=b"x" * 64, KeyId=key_arn, EncryptionContext=context),
+    decisions = stack.server.conditions.decisions
+    for action, call in (
+        ("kms:GenerateDataKey", lambda: kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256")),
+        (
+            "kms:GenerateDataKey",
+            lambda: kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256", EncryptionContext=context),
+        ),
+        ("kms:Decrypt", lambda: kms.decrypt(CiphertextBlob=b"x" * 64, KeyId=key_arn, EncryptionContext=context)),
     ):
-        with pytest.raises(ClientError) as caught:
+        before = len(decisions)
+        with pytest.raises(ClientError):
             call()
-        assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
+        ((key_id, request, verdict),) = decisions[before:]
+        assert (key_id, request.action, request.resource) == (stack.key[0], action, key_arn)
+        assert verdict is False, f"the deployed policy allows {action} on the key outside S3"
 
 
 def test_the_policy_allows_the_request_s3_makes_for_this_bucket(kms_stack: tuple[DeployedStack, str]) -> None:

@@ -227,13 +227,13 @@ def test_the_stacks_aws_provider_config_reaches_every_resource() -> None:
     """
     stack_file = {"aws:region": "eu-west-1", "aws:profile": "prod-admin", "aws:defaultTags": {"tags": {"cc": "42"}}}
     program = run_program({}, RecordingMocks(), provider_config=stack_file)
-    assert not program.of_type("pulumi:providers:aws")
     aws_resources = [r for r in program.resources if r.type.startswith("aws:")]
     assert len(aws_resources) >= 10
     for resource in aws_resources:
         config = program.provider_config(resource)
         assert config["profile"] == "prod-admin" and config["region"] == "eu-west-1", resource.type
         assert json.loads(config["defaultTags"]) == {"tags": {"cc": "42"}}
+    assert not program.of_type("pulumi:providers:aws")
     assert program.one(BUCKET).inputs["region"] == "eu-west-1"
     connection = json.loads(program.outputs["airflow_env"]["AIRFLOW_CONN_MY_AWS_CONN"])
     assert connection["extra"]["region_name"] == "eu-west-1" and program.outputs["region"] == "eu-west-1"

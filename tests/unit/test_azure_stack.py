@@ -168,13 +168,13 @@ def test_force_destroy_off_protects_what_holds_xcoms(default_run) -> None:
 def test_the_stacks_azure_provider_config_reaches_every_resource() -> None:
     stack_file = {"azure-native:subscriptionId": "00000000-0000-0000-0000-0000000000aa", "azure-native:useOidc": True}
     program = run_program(BASE, RecordingMocks(), provider_config=stack_file)
-    assert not program.of_type("pulumi:providers:azure-native")
     azure_resources = [r for r in program.resources if r.type.startswith("azure-native:")]
     assert len(azure_resources) >= 4
     for resource in azure_resources:
         config = program.provider_config(resource)
         assert config["subscriptionId"] == "00000000-0000-0000-0000-0000000000aa", resource.type
         assert config["useOidc"] == "true"
+    assert not program.of_type("pulumi:providers:azure-native")
 
 
 def test_account_key_mode_is_opt_in_and_secret() -> None:

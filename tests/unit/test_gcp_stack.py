@@ -110,12 +110,12 @@ def test_the_stacks_gcp_provider_config_reaches_every_resource() -> None:
         "gcp:impersonateServiceAccount": "deployer@p.iam.gserviceaccount.com",
     }
     program = run_program({"cloud": "gcp"}, RecordingMocks(), provider_config=stack_file)
-    assert not program.of_type("pulumi:providers:gcp")
     gcp_resources = [r for r in program.resources if r.type.startswith("gcp:")]
     assert len(gcp_resources) == 4
     for resource in gcp_resources:
         config = program.provider_config(resource)
         assert config["impersonateServiceAccount"] == "deployer@p.iam.gserviceaccount.com", resource.type
+    assert not program.of_type("pulumi:providers:gcp")
     assert program.one(BUCKET).inputs["project"] == "from-stack-file"
     assert program.outputs["project"] == "from-stack-file"
 
