@@ -38,11 +38,13 @@ def say(message: str = "") -> None:
     print(message, flush=True)
 
 
-def stack_config(path: Path) -> dict[str, Any]:
-    """An example stack file's settings, without the project prefix."""
+def stack_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An example stack file's settings (without the project prefix) and its provider keys (aws:region, ...)."""
     document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     prefix = f"{PROJECT}:"
-    return {k[len(prefix) :]: v for k, v in (document.get("config") or {}).items() if k.startswith(prefix)}
+    config = document.get("config") or {}
+    settings = {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+    return settings, {k: v for k, v in config.items() if not k.startswith(prefix)}
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -120,15 +122,15 @@ def run(cloud: str, work_dir: Path) -> int:
     failures: list[str] = []
     with demo.start(work_dir) as server:
         say(f"[1/6] {demo.emulator} up at {server.endpoint}")
-        config = stack_config(example_stack)
+        config, provider_config = stack_config(example_stack)
         # The demo's own overrides: point the connection at the emulator, and let teardown empty the bucket.
         config.update(endpointUrl=server.endpoint, allowHttpEndpoint=server.endpoint.startswith("http:"))
         config.update(forceDestroy=True, **demo_overrides(cloud, server))
         say(f"[2/6] `pulumi up` (emulated) with {example_stack.relative_to(REPO_ROOT)} + demo overrides:")
-        say("      " + ", ".join(f"{k}={v}" for k, v in sorted(config.items())))
+        say("      " + ", ".join(f"{k}={v}" for k, v in sorted({**provider_config, **config}.items())))
         mocks = demo.mocks(server)
         try:
-            deployed = run_program(config, mocks, stack=cloud)
+            deployed = run_program(config, mocks, stack=cloud, provider_config=provider_config)
             for resource in mocks.deployed:
                 say(f"      created {resource.type}: {resource.physical_id}")
             for note in mocks.skipped:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -62,13 +63,16 @@ def test_pulumi_yaml_declares_every_setting_with_type_default_description(repo_r
         assert declared[key.name] == {"type": key.type, "default": key.default, "description": key.description}
 
 
-def test_example_stack_is_valid(repo_root: Path) -> None:
-    document = yaml.safe_load((repo_root / "stacks" / "Pulumi.aws.yaml").read_text())
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+def test_example_stacks_are_valid(repo_root: Path, cloud: str) -> None:
+    document = yaml.safe_load((repo_root / "stacks" / f"Pulumi.{cloud}.yaml").read_text())
     prefix = f"{settings.PROJECT}:"
-    raw = {k.removeprefix(prefix): v for k, v in document["config"].items()}
-    assert all(k.startswith(prefix) for k in document["config"])
-    parsed = parse(raw)
-    assert parsed.tags == {"team": "data", "env": "dev"}
+    raw = {k.removeprefix(prefix): v for k, v in document["config"].items() if k.startswith(prefix)}
+    provider = {k: v for k, v in document["config"].items() if not k.startswith(prefix)}
+    assert set(provider) <= set(settings.PROVIDER_DEFAULT_KEYS)
+    parsed = parse(raw, provider=provider, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert parsed.cloud == cloud and parsed.tags == {"team": "data", "env": "dev"}
+    assert "userName" not in raw and "serviceAccountId" not in raw  # derived per stack
 
 
 def test_cli_filled_defaults_of_other_clouds_are_not_errors() -> None:
