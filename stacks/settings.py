@@ -561,7 +561,7 @@ def _parse_sas_expiry(reader: _Reader, credentials: str, now: datetime) -> str |
     return expiry.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_azure(reader: _Reader, credentials: str, now: datetime, reader_tags: Mapping[str, str]) -> AzureSettings:
+def _parse_azure(reader: _Reader, credentials: str, now: datetime, tags: Mapping[str, str]) -> AzureSettings:
     location = reader.string("location") or DEFAULT_LOCATIONS["azure"]
     if not _AZURE_LOCATION_RE.match(location):
         reader.fail("location", f"{location!r} is not an Azure region name such as eastus or westeurope")
@@ -591,7 +591,7 @@ def _parse_azure(reader: _Reader, credentials: str, now: datetime, reader_tags: 
         reader.fail(
             "identityPrincipalType", "only applies with identityPrincipalId (a created identity is a service principal)"
         )
-    for tag in reader_tags:
+    for tag in tags:
         if forbidden := sorted(set(tag) & _AZURE_TAG_NAME_FORBIDDEN):
             reader.fail("tags", f"{tag!r}: Azure tag names may not contain {' '.join(forbidden)}")
     expiry = _parse_sas_expiry(reader, credentials, now)
