@@ -2,7 +2,8 @@
 
 EMULATION, not a cloud deployment: the Pulumi program runs under Pulumi's mock runtime, whose resource
 hooks create each declared resource in an emulator on 127.0.0.1 (moto with IAM enforced for AWS,
-gcp-storage-emulator for GCP, Azurite over HTTPS for Azure). Airflow then runs the tutorial DAG with
+gcp-storage-emulator behind an IAM proxy that enforces the declared binding and its CEL condition for GCP,
+Azurite over HTTPS for Azure). Airflow then runs the tutorial DAG with
 only the exported env.
 """
 
@@ -38,11 +39,13 @@ def say(message: str = "") -> None:
     print(message, flush=True)
 
 
-def stack_config(path: Path) -> dict[str, Any]:
-    """An example stack file's settings, without the project prefix."""
+def stack_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An example stack file's settings (without the project prefix) and its provider keys (aws:region, ...)."""
     document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     prefix = f"{PROJECT}:"
-    return {k[len(prefix) :]: v for k, v in (document.get("config") or {}).items() if k.startswith(prefix)}
+    config = document.get("config") or {}
+    settings = {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}
+    return settings, {k: v for k, v in config.items() if not k.startswith(prefix)}
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -77,7 +80,12 @@ def _gcp() -> CloudDemo:
         bucket, key = _split_url(url)
         return server.client().bucket(bucket).get_blob(key).size
 
-    return CloudDemo("gcp-storage-emulator (no IAM) + a local token endpoint", gcs_server, GcsMocks, size)
+    return CloudDemo(
+        "gcp-storage-emulator behind an IAM proxy (declared binding + CEL condition enforced)",
+        lambda d: gcs_server(d, enforce_iam=True),
+        GcsMocks,
+        size,
+    )
 
 
 def _azure() -> CloudDemo:
@@ -115,15 +123,15 @@ def run(cloud: str, work_dir: Path) -> int:
     failures: list[str] = []
     with demo.start(work_dir) as server:
         say(f"[1/6] {demo.emulator} up at {server.endpoint}")
-        config = stack_config(example_stack)
+        config, provider_config = stack_config(example_stack)
         # The demo's own overrides: point the connection at the emulator, and let teardown empty the bucket.
         config.update(endpointUrl=server.endpoint, allowHttpEndpoint=server.endpoint.startswith("http:"))
         config.update(forceDestroy=True, **demo_overrides(cloud, server))
         say(f"[2/6] `pulumi up` (emulated) with {example_stack.relative_to(REPO_ROOT)} + demo overrides:")
-        say("      " + ", ".join(f"{k}={v}" for k, v in sorted(config.items())))
+        say("      " + ", ".join(f"{k}={v}" for k, v in sorted({**provider_config, **config}.items())))
         mocks = demo.mocks(server)
         try:
-            deployed = run_program(config, mocks, stack=cloud)
+            deployed = run_program(config, mocks, stack=cloud, provider_config=provider_config)
             for resource in mocks.deployed:
                 say(f"      created {resource.type}: {resource.physical_id}")
             for note in mocks.skipped:
@@ -197,6 +205,11 @@ def run(cloud: str, work_dir: Path) -> int:
                 failures.append("small_obj is not stored in the metadata DB")
             if not (stored_url(rows.get("big_obj")) or "").startswith(base):
                 failures.append(f"big_obj is not stored under {base}")
+            if iam := getattr(server, "iam", None):
+                allowed, denied = iam.counts()
+                say(f"      IAM proxy: {allowed} requests allowed, {denied} denied by the declared binding")
+                for decision in [d for d in iam.decisions if not d.allowed]:
+                    say(f"        denied {decision.method} {decision.path.split('?')[0]}: {decision.reason}")
         finally:
             say("[6/6] teardown (the `pulumi destroy` counterpart)")
             for deleted in mocks.destroy():

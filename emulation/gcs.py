@@ -1,10 +1,12 @@
-"""A GCS emulator (gcp-storage-emulator on 127.0.0.1) and Pulumi mocks that deploy into it.
+"""A GCS emulator (gcp-storage-emulator on 127.0.0.1), IAM in front of it, and Pulumi mocks that deploy into it.
 
-What it cannot show: the emulator has no IAM at all. The bucket-level binding and its prefix condition,
-uniform bucket-level access, public access prevention, lifecycle rules and CMEK are recorded (and asserted
-by the unit tests), not enforced. The service account key is a locally generated RSA key in Google's key
-file format whose ``token_uri`` points at a local stand-in token endpoint, so Airflow really loads the
-emitted ``keyfile_dict``, signs a JWT with it and sends the token; the emulator accepts any token.
+The emulator has no IAM; by default it is reached through emulation.gcs_iam's enforcing proxy, configured
+with the BucketIAMMember bindings the program declares, so the binding, its role and its prefix condition
+(evaluated with Google's CEL runtime) decide every request. The service account key is a locally generated
+RSA key in Google's key file format whose ``token_uri`` points at a local token endpoint; it issues a token
+only for a JWT signed by a key the mocks minted, and the proxy maps that token to the service account.
+Uniform bucket-level access, public access prevention, lifecycle rules, soft delete and CMEK are recorded
+(and asserted by the unit tests), not enforced.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import json
 import secrets
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,11 @@ from typing import Any
 import pulumi
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth import jwt
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from emulation.gcs_iam import Binding, GcsIamProxy, gcs_iam_proxy
 from emulation.processes import EmulatorProcess, emulator_process, free_port
 from emulation.pulumi_runner import EmulatorMocks, auto_name
 
@@ -36,18 +41,35 @@ GCSFS_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
 
 class _TokenHandler(BaseHTTPRequestHandler):
     issued: list[str]
+    public_keys: dict[str, str]  # service account email -> PEM public key of a key the mocks minted
+    members: dict[str, str]  # issued token -> IAM member
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
-        body = self.rfile.read(length).decode()
-        ok = "assertion=" in body  # a JWT signed with the service account key
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+        member = self._verified_member(form.get("assertion", [""])[0])
+        ok = member is not None
         token = secrets.token_urlsafe(16)
-        self.issued.append(token)
-        payload = json.dumps({"access_token": token, "expires_in": 3600, "token_type": "Bearer"} if ok else {})
+        if ok:
+            self.issued.append(token)
+            self.members[token] = member
+        payload = json.dumps(
+            {"access_token": token, "expires_in": 3600, "token_type": "Bearer"} if ok else {"error": "invalid_grant"}
+        )
         self.send_response(200 if ok else 400)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
         self.wfile.write(payload.encode())
+
+    def _verified_member(self, assertion: str) -> str | None:
+        """The service account whose minted key signed ``assertion`` (a JWT bearer grant), else None."""
+        try:
+            claims = jwt.decode(assertion, verify=False)
+            public_key = self.public_keys[claims["iss"]]
+            jwt.decode(assertion, certs=public_key, verify=True)
+        except (KeyError, ValueError):
+            return None
+        return f"serviceAccount:{claims['iss']}"
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -55,28 +77,37 @@ class _TokenHandler(BaseHTTPRequestHandler):
 
 @dataclass
 class GcsServer:
+    """The emulator, its token endpoint and (``iam``) the enforcing proxy clients go through."""
+
     emulator: EmulatorProcess
     token_uri: str
     tokens_issued: list[str]
+    public_keys: dict[str, str]
+    iam: GcsIamProxy | None = None
+    service_accounts: set[str] = field(default_factory=set)
 
     @property
     def endpoint(self) -> str:
-        return self.emulator.endpoint
+        """Where clients (and the emitted connection) go: through IAM when it is enforced."""
+        return self.iam.endpoint if self.iam else self.emulator.endpoint
 
     @property
     def client_env(self) -> dict[str, str]:
         return dict(GCSFS_ENV)
 
     def client(self, project: str = "emulated-project") -> storage.Client:
+        """An admin client straight to the emulator (the project owner; IAM does not apply to it here)."""
         return storage.Client(
-            project=project, credentials=AnonymousCredentials(), client_options={"api_endpoint": self.endpoint}
+            project=project,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.emulator.endpoint},
         )
 
 
 @contextlib.contextmanager
-def gcs_server(log_dir: Path) -> Iterator[GcsServer]:
-    """The storage emulator plus a stand-in OAuth token endpoint, both on free loopback ports."""
-    handler = type("TokenHandler", (_TokenHandler,), {"issued": []})
+def gcs_server(log_dir: Path, *, enforce_iam: bool = True) -> Iterator[GcsServer]:
+    """The storage emulator, a local OAuth token endpoint and (``enforce_iam``) the IAM proxy, on loopback ports."""
+    handler = type("TokenHandler", (_TokenHandler,), {"issued": [], "public_keys": {}, "members": {}})
     token_server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=token_server.serve_forever, daemon=True)
     thread.start()
@@ -90,11 +121,25 @@ def gcs_server(log_dir: Path) -> Iterator[GcsServer]:
         "--quiet",
     ]
     try:
-        with emulator_process("gcs-emulator", command, log_dir, port, "/storage/v1/b?project=probe") as emulator:
-            yield GcsServer(emulator, f"http://127.0.0.1:{token_server.server_port}/token", handler.issued)
+        with contextlib.ExitStack() as stack:
+            emulator = stack.enter_context(
+                emulator_process("gcs-emulator", command, log_dir, port, "/storage/v1/b?project=probe")
+            )
+            token_uri = f"http://127.0.0.1:{token_server.server_port}/token"
+            iam = stack.enter_context(gcs_iam_proxy(emulator.endpoint, handler.members)) if enforce_iam else None
+            yield GcsServer(emulator, token_uri, handler.issued, handler.public_keys, iam)
     finally:
         token_server.shutdown()
         token_server.server_close()
+
+
+def public_key_pem(key_file: dict[str, str]) -> str:
+    private_key = serialization.load_pem_private_key(key_file["private_key"].encode(), password=None)
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def service_account_key(email: str, project: str, token_uri: str) -> dict[str, str]:
@@ -127,13 +172,27 @@ class GcsMocks(EmulatorMocks):
             return self._create_key(inputs)
         resource_id, outputs = self.compute(args)
         if args.typ == "gcp:storage/bucketIAMMember:BucketIAMMember":
-            self.skipped.append(
-                f"bucket IAM binding {inputs['role']} for {inputs['member']} with condition "
-                f"'{inputs['condition']['title']}': the emulator has no IAM"
-            )
+            self._bind(inputs)
         elif args.typ == "gcp:serviceaccount/account:Account":
-            self.skipped.append(f"service account {outputs['email']}: the emulator has no IAM")
+            self._create_account(outputs["email"])
         return resource_id, outputs
+
+    def _bind(self, inputs: dict[str, Any]) -> None:
+        condition = inputs.get("condition")
+        binding = Binding(inputs["bucket"], inputs["role"], inputs["member"], condition and condition["expression"])
+        described = f"{binding.role} for {binding.member}" + (f" if '{condition['title']}'" if condition else "")
+        if self.server.iam is None:
+            self.skipped.append(f"bucket IAM binding {described}: the emulator has no IAM (enforce_iam off)")
+            return
+        self.server.iam.policy.add(binding)
+        self._deployed("bucket IAM binding (enforced)", described, lambda: self.server.iam.policy.remove(binding))
+
+    def _create_account(self, email: str) -> None:
+        """Service account ids are unique per project, as in IAM (409 alreadyExists)."""
+        if email in self.server.service_accounts:
+            raise RuntimeError(f"409 alreadyExists: service account {email} already exists in the project")
+        self.server.service_accounts.add(email)
+        self._deployed("service account", email, lambda: self.server.service_accounts.discard(email))
 
     def _create_bucket(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         bucket_name = inputs.get("name") or auto_name(name)
@@ -161,6 +220,7 @@ class GcsMocks(EmulatorMocks):
         email = inputs["serviceAccountId"].rsplit("/", 1)[-1]
         project = email.split("@", 1)[1].split(".", 1)[0]
         key = service_account_key(email, project, self.server.token_uri)
+        self.server.public_keys[email] = public_key_pem(key)
         encoded = base64.b64encode(json.dumps(key).encode()).decode()
         self._deployed("service account key", key["private_key_id"], lambda: None)
         return key["private_key_id"], {**inputs, "name": key["private_key_id"], "privateKey": encoded}

@@ -1,14 +1,16 @@
 """An S3 + IAM emulator (moto server on 127.0.0.1, IAM enforced) and Pulumi mocks that deploy into it.
 
-What the emulator cannot show, and so the demo and tests do not claim (see README, "What the emulator
-cannot check"): moto does not evaluate the ``s3:prefix`` condition on ListBucket, checks DeleteObjects
-against the bucket ARN, and does not evaluate Conditions on bucket-policy Deny statements, so the
-TLS-only bucket policy (which would block its plain-http endpoint outright) is recorded, not applied.
+moto ignores IAM policy Conditions; ``with_conditions`` puts emulation.s3_conditions in front of it, which
+evaluates them for S3 listings (``s3:prefix``) and direct KMS calls. What stays unshown (see README, "What
+the tests prove"): moto checks DeleteObjects against the bucket ARN, and does not evaluate Conditions on
+bucket-policy Deny statements, so the TLS-only bucket policy (which would block its plain-http endpoint
+outright) is recorded, not applied.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import urllib.request
@@ -22,6 +24,7 @@ import pulumi
 
 from emulation.processes import EmulatorProcess, emulator_process, free_port
 from emulation.pulumi_runner import EmulatorMocks, auto_name
+from emulation.s3_conditions import ConditionProxy, condition_proxy
 
 REGION = "us-east-1"
 ADMIN_USER = "emulator-admin"
@@ -33,10 +36,12 @@ class MotoServer:
 
     emulator: EmulatorProcess
     admin_key: tuple[str, str] | None = None
+    conditions: ConditionProxy | None = None  # set on the view with_conditions() returns
+    endpoint_override: str | None = None
 
     @property
     def endpoint(self) -> str:
-        return self.emulator.endpoint
+        return self.endpoint_override or self.emulator.endpoint
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -86,6 +91,14 @@ def moto_server(log_dir: Path, *, enforce_iam: bool = True) -> Iterator[MotoServ
         if enforce_iam:
             server.set_enforcement(True)
         yield server
+
+
+@contextlib.contextmanager
+def with_conditions(server: MotoServer) -> Iterator[MotoServer]:
+    """A view of ``server`` whose endpoint evaluates IAM policy Conditions before moto sees the request."""
+    direct = dataclasses.replace(server, endpoint_override=server.emulator.endpoint)
+    with condition_proxy(server.emulator.endpoint, direct.client("iam"), direct.client("kms")) as (endpoint, state):
+        yield dataclasses.replace(server, endpoint_override=endpoint, conditions=state)
 
 
 class MotoMocks(EmulatorMocks):

@@ -19,6 +19,7 @@ from typing import Any
 
 import pulumi
 from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.mocks import MockMonitor
 
 from stacks import program
 from stacks.settings import PROJECT
@@ -27,12 +28,62 @@ FAKE_ACCOUNT = "123456789012"
 FAKE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000cafe"
 
 
+@dataclass(frozen=True)
+class Registration:
+    """The resource options the engine sees for one resource (MockResourceArgs carries none of them)."""
+
+    urn: str = ""
+    parent: str = ""
+    dependencies: frozenset[str] = frozenset()  # explicit depends_on plus every input's dependencies
+    provider: str = ""  # an explicit provider reference; empty means the engine's default provider
+    deleted_with: str = ""
+    protect: bool = False
+    retain_on_delete: bool = False
+
+
 @dataclass
 class DeclaredResource:
     type: str
     name: str
     inputs: dict[str, Any]
     outputs: dict[str, Any]
+    options: Registration = field(default_factory=Registration)
+
+
+class DestroyRefused(RuntimeError):
+    """`pulumi destroy` refuses before deleting anything when a resource is protected."""
+
+
+def destroy_plan(resources: list[DeclaredResource]) -> list[tuple[DeclaredResource, str]]:
+    """What `pulumi destroy` does, in order: ``(resource, "delete" | "skip: ...")``.
+
+    The engine's rules, as documented for resource options: dependents (children, resources depending on
+    another through an input or depends_on) are deleted before what they depend on; a resource whose
+    ``deleted_with`` target is deleted too, or that is ``retain_on_delete``, leaves state without a delete
+    call; any protected resource makes the whole destroy fail before the first delete.
+    """
+    if protected := [r.name for r in resources if r.options.protect]:
+        raise DestroyRefused(f"refusing to destroy protected resources: {', '.join(protected)}")
+    by_urn = {r.options.urn: r for r in resources}
+    needs: dict[str, set[str]] = {urn: set() for urn in by_urn}  # urn -> dependents that must go first
+    for resource in resources:
+        for target in {*resource.options.dependencies, resource.options.parent} & by_urn.keys():
+            needs[target].add(resource.options.urn)
+    order: list[DeclaredResource] = []
+    remaining = list(reversed(resources))  # newest first among resources free to go
+    while remaining:
+        ready = next(r for r in remaining if not needs[r.options.urn] - {d.options.urn for d in order})
+        order.append(ready)
+        remaining.remove(ready)
+    plan = []
+    for resource in order:
+        if resource.options.deleted_with in by_urn:
+            plan.append((resource, f"skip: deleted with {by_urn[resource.options.deleted_with].name}"))
+        elif resource.options.retain_on_delete:
+            plan.append((resource, "skip: retained"))
+        else:
+            plan.append((resource, "delete"))
+    return plan
 
 
 @dataclass
@@ -40,6 +91,20 @@ class ProgramRun:
     resources: list[DeclaredResource]
     outputs: dict[str, Any]
     secret_outputs: set[str] = field(default_factory=set)
+    config: dict[str, str] = field(default_factory=dict)  # the stack's whole config, provider keys included
+
+    def provider_config(self, resource: DeclaredResource) -> dict[str, Any]:
+        """The config the engine gives the provider of ``resource``.
+
+        An explicit provider gets only its own inputs; the default provider of a package is configured from
+        the stack's ``<package>:*`` keys (aws:profile, aws:assumeRoles, gcp:credentials, ...).
+        """
+        if resource.options.provider:
+            urn = resource.options.provider.rsplit("::", 1)[0]  # a provider reference is <urn>::<id>
+            (provider,) = [r for r in self.resources if r.options.urn == urn]
+            return dict(provider.inputs)
+        package = resource.type.split(":", 1)[0]
+        return {k.split(":", 1)[1]: v for k, v in self.config.items() if k.startswith(f"{package}:")}
 
     def of_type(self, type_token: str) -> list[DeclaredResource]:
         return [resource for resource in self.resources if resource.type == type_token]
@@ -55,6 +120,36 @@ def auto_name(logical_name: str) -> str:
     return f"{logical_name}-{secrets.token_hex(4)[:7]}"
 
 
+_registering = threading.local()  # the options of the resource being registered on this thread
+
+
+class OptionsMonitor(MockMonitor):
+    """Pulumi's mock monitor, also handing each resource's options (parent, dependencies, deleted_with,
+    protect, provider) to the mocks, so tests can check what the engine would do with them."""
+
+    def RegisterResource(self, request: Any) -> Any:
+        dependencies = set(request.dependencies)
+        for property_dependencies in request.propertyDependencies.values():
+            dependencies.update(property_dependencies.urns)
+        _registering.options = Registration(
+            urn=self.make_urn(request.parent, request.type, request.name),
+            parent=request.parent,
+            dependencies=frozenset(dependencies),
+            provider=request.provider,
+            deleted_with=request.deletedWith,
+            protect=bool(request.protect),
+            retain_on_delete=bool(request.retainOnDelete),
+        )
+        try:
+            return super().RegisterResource(request)
+        finally:
+            _registering.options = None
+
+
+def current_registration() -> Registration:
+    return getattr(_registering, "options", None) or Registration()
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Records every declared resource and answers with plausible provider-computed outputs."""
 
@@ -63,8 +158,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self._lock = threading.Lock()
 
     def record(self, args: pulumi.runtime.MockResourceArgs, outputs: dict[str, Any]) -> None:
+        resource = DeclaredResource(args.typ, args.name, dict(args.inputs), outputs, current_registration())
         with self._lock:
-            self.resources.append(DeclaredResource(args.typ, args.name, dict(args.inputs), outputs))
+            self.resources.append(resource)
 
     def compute(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
@@ -157,6 +253,7 @@ class Deployed:
     type: str
     physical_id: str
     delete: Callable[[], None]
+    urn: str = ""
 
 
 class EmulatorMocks(RecordingMocks):
@@ -180,27 +277,51 @@ class EmulatorMocks(RecordingMocks):
         return self.compute(args)
 
     def _deployed(self, kind: str, physical_id: str, delete: Callable[[], None]) -> None:
-        self.deployed.append(Deployed(kind, physical_id, delete))
+        self.deployed.append(Deployed(kind, physical_id, delete, current_registration().urn))
 
     def destroy(self) -> list[str]:
-        """Delete what was created, newest first, as `pulumi destroy` would; return what was deleted."""
+        """Delete what was created in the order and with the skips of `pulumi destroy` (destroy_plan).
+
+        A failing delete stops the teardown there, as it stops a destroy: what is left stays deployed.
+        Returns what was deleted.
+        """
+        with self._lock:
+            resources = list(self.resources)
+        plan = destroy_plan(resources)
+        position = {resource.options.urn: i for i, (resource, _) in enumerate(plan)}
+        skipped = {resource.options.urn for resource, action in plan if action != "delete"}
+        # Deployed entries without a known resource (none today) go last, newest first.
+        newest_first = list(reversed(self.deployed))
+        self.deployed = sorted(newest_first, key=lambda d: position.get(d.urn, len(plan)))
         deleted = []
         while self.deployed:
-            resource = self.deployed.pop()
-            resource.delete()
-            deleted.append(f"{resource.type} {resource.physical_id}")
+            resource = self.deployed[0]
+            if resource.urn not in skipped:
+                resource.delete()
+                deleted.append(f"{resource.type} {resource.physical_id}")
+            self.deployed.pop(0)
         return deleted
 
 
 def run_program(
-    config: Mapping[str, Any], mocks: RecordingMocks, *, stack: str = "dev", preview: bool = False
+    config: Mapping[str, Any],
+    mocks: RecordingMocks,
+    *,
+    stack: str = "dev",
+    preview: bool = False,
+    provider_config: Mapping[str, Any] | None = None,
 ) -> ProgramRun:
-    """Run stacks.program.main with ``config`` (keys without the project prefix) and collect its outputs."""
+    """Run stacks.program.main with ``config`` (keys without the project prefix) and collect its outputs.
+
+    ``provider_config`` is the stack file's provider keys (``aws:region``, ``aws:profile``, ...).
+    """
     # A fresh loop per run: code run in between (asyncio.run in s3fs/Airflow) may have unset the current one.
     asyncio.set_event_loop(asyncio.new_event_loop())
     runtime_settings.set_root_resource(None)
-    pulumi.runtime.set_all_config({f"{PROJECT}:{key}": _config_text(value) for key, value in config.items()})
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview)
+    all_config = {f"{PROJECT}:{key}": _config_text(value) for key, value in config.items()}
+    all_config.update({key: _config_text(value) for key, value in (provider_config or {}).items()})
+    pulumi.runtime.set_all_config(all_config)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=OptionsMonitor(mocks))
     collected: dict[str, Any] = {}
     secret_names: set[str] = set()
 
@@ -216,11 +337,13 @@ def run_program(
         return asyncio.ensure_future(collect(program.main()))
 
     run()
-    return ProgramRun(resources=list(mocks.resources), outputs=collected, secret_outputs=secret_names)
+    return ProgramRun(list(mocks.resources), collected, secret_names, all_config)
 
 
 def _config_text(value: Any) -> str:
-    # Pulumi hands every config value to the program as a string (booleans in lower case).
+    # Pulumi hands every config value to the program as a string (booleans in lower case, objects as JSON).
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
     return str(value)

@@ -17,7 +17,12 @@ POLICY_NAME = "AirflowXComBackendAWSS3"  # the tutorial's name; Pulumi appends a
 
 
 def xcom_access_policy(
-    bucket_arn: str, prefix: str, *, kms_key_arn: str | None = None, bucket_location: bool = False
+    bucket_arn: str,
+    prefix: str,
+    *,
+    region: str = "us-east-1",
+    kms_key_arn: str | None = None,
+    bucket_location: bool = False,
 ) -> dict[str, Any]:
     """The least-privilege IAM policy document for one bucket and prefix.
 
@@ -26,11 +31,15 @@ def xcom_access_policy(
       AbortMultipartUpload lets s3fs clean up a failed multipart upload instead of leaving parts behind.
     - read: GetObject (HEAD object is authorised as GetObject).
     - purge on task re-run: DeleteObject.
-    - ListBucket, only for keys under the prefix: s3fs falls back to listing the prefix when a HEAD misses,
-      and without a ListBucket grant S3 answers 403 instead of 404 for a missing object.
+    - ListBucket, only for listings of ``<prefix>/`` and below: s3fs falls back to listing the prefix when a
+      HEAD misses, and without a ListBucket grant S3 answers 403 instead of 404 for a missing object. The bare
+      ``<prefix>`` is not allowed: it would also list look-alikes such as ``<prefix>2/`` or ``<prefix>-x``.
     - GetBucketLocation only for common-io's backend: it calls mkdir(parents=True) before each write, and
       s3fs probes the bucket there; without the grant it falls back to CreateBucket and fails.
       The bundled backend never calls mkdir, so by default the grant is left out.
+    - SSE-KMS: the data key only through S3 in the bucket's region (``kms:ViaService``) and only for this
+      bucket's encryption context (the bucket ARN with S3 Bucket Keys, an object ARN without), so the
+      credential cannot call KMS directly.
     """
     objects_arn = f"{bucket_arn}/{prefix}/*"
     statements: list[dict[str, Any]] = [
@@ -45,7 +54,7 @@ def xcom_access_policy(
             "Effect": "Allow",
             "Action": ["s3:ListBucket"],
             "Resource": [bucket_arn],
-            "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+            "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*"]}},
         },
     ]
     if bucket_location:
@@ -65,6 +74,10 @@ def xcom_access_policy(
                 "Effect": "Allow",
                 "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
                 "Resource": [kms_key_arn],
+                "Condition": {
+                    "StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"},
+                    "StringLike": {"kms:EncryptionContext:aws:s3:arn": [bucket_arn, objects_arn]},
+                },
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}
@@ -105,16 +118,25 @@ class AwsXComStorage(pulumi.ComponentResource):
         cfg = settings.aws
         assert cfg is not None
         tags = {**BASE_TAGS, **settings.tags}
-        provider = aws.Provider(f"{name}-provider", region=cfg.region, opts=pulumi.ResourceOptions(parent=self))
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        # The stack's default aws provider, so aws:profile, aws:assumeRoles, aws:defaultTags and ESC-provided
+        # credentials apply (an explicit aws.Provider would ignore them); the bucket's region is set per
+        # resource.
+        child = pulumi.ResourceOptions(parent=self)
+        region = cfg.region
 
         bucket = aws.s3.Bucket(
             name,
             bucket=settings.bucket_name,
             force_destroy=settings.force_destroy,
+            region=region,
             tags=tags,
             opts=child,
         )
+        # The bucket's protections go with the bucket: `pulumi destroy` never calls their delete when the bucket
+        # is deleted too. Otherwise it deletes them first (they depend on the bucket), and a refused delete of
+        # a non-empty bucket (forceDestroy=false) would leave the data public-block-less, unencrypted by
+        # default and reachable without TLS.
+        hardening = pulumi.ResourceOptions(parent=self, deleted_with=bucket)
         public_access = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access-block",
             bucket=bucket.id,
@@ -122,13 +144,15 @@ class AwsXComStorage(pulumi.ComponentResource):
             block_public_policy=True,
             ignore_public_acls=True,
             restrict_public_buckets=True,
-            opts=child,
+            region=region,
+            opts=hardening,
         )
         aws.s3.BucketOwnershipControls(
             f"{name}-ownership",
             bucket=bucket.id,
             rule={"object_ownership": "BucketOwnerEnforced"},  # ACLs disabled
-            opts=child,
+            region=region,
+            opts=hardening,
         )
         default_encryption: dict[str, Any] = {"sse_algorithm": "aws:kms" if cfg.kms_key_arn else "AES256"}
         if cfg.kms_key_arn:
@@ -142,14 +166,16 @@ class AwsXComStorage(pulumi.ComponentResource):
                     "bucket_key_enabled": bool(cfg.kms_key_arn),
                 }
             ],
-            opts=child,
+            region=region,
+            opts=hardening,
         )
         # XComs are rewritten per run; old versions would only keep data (and cost) around.
         aws.s3.BucketVersioning(
             f"{name}-versioning",
             bucket=bucket.id,
             versioning_configuration={"status": "Disabled"},
-            opts=child,
+            region=region,
+            opts=hardening,
         )
         lifecycle_rules: list[dict[str, Any]] = [
             {
@@ -168,13 +194,16 @@ class AwsXComStorage(pulumi.ComponentResource):
                     "expiration": {"days": settings.expiry_days},
                 }
             )
-        aws.s3.BucketLifecycleConfiguration(f"{name}-lifecycle", bucket=bucket.id, rules=lifecycle_rules, opts=child)
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle", bucket=bucket.id, rules=lifecycle_rules, region=region, opts=hardening
+        )
         aws.s3.BucketPolicy(
             f"{name}-tls-only",
             bucket=bucket.id,
             policy=bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
+            region=region,
             # S3 rejects bucket policies while the public access block is being applied.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[public_access])),
+            opts=pulumi.ResourceOptions.merge(hardening, pulumi.ResourceOptions(depends_on=[public_access])),
         )
 
         policy = aws.iam.Policy(
@@ -185,6 +214,7 @@ class AwsXComStorage(pulumi.ComponentResource):
                     xcom_access_policy(
                         arn,
                         settings.prefix,
+                        region=region,
                         kms_key_arn=cfg.kms_key_arn,
                         bucket_location=settings.backend == "common-io",
                     )
@@ -208,7 +238,7 @@ class AwsXComStorage(pulumi.ComponentResource):
             secret = pulumi.Output.secret(key.secret)
             connection = pulumi.Output.all(key.id, secret).apply(
                 lambda pair: contract.aws_connection(
-                    region=cfg.region,
+                    region=region,
                     access_key_id=pair[0],
                     secret_access_key=pair[1],
                     endpoint_url=settings.endpoint_url,
@@ -226,7 +256,7 @@ class AwsXComStorage(pulumi.ComponentResource):
             )
             aws.iam.RolePolicyAttachment(f"{name}-role-policy", role=role.name, policy_arn=policy.arn, opts=child)
             connection = role.arn.apply(
-                lambda arn: contract.aws_connection(region=cfg.region, role_arn=arn, endpoint_url=settings.endpoint_url)
+                lambda arn: contract.aws_connection(region=region, role_arn=arn, endpoint_url=settings.endpoint_url)
             )
             self.outputs.update(role_arn=role.arn)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-import pulumi_azure_native as azure_native
 from pulumi_azure_native import authorization, managedidentity, resources, storage
 
 from stacks.env_outputs import airflow_env_outputs
@@ -50,15 +49,17 @@ class AzureXComStorage(pulumi.ComponentResource):
         cfg = settings.azure
         assert cfg is not None
         tags = {**BASE_TAGS, **settings.tags}
-        provider = azure_native.Provider(
-            f"{name}-provider", location=cfg.location, opts=pulumi.ResourceOptions(parent=self)
-        )
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        # The stack's default azure-native provider, so azure-native:subscriptionId, tenant, OIDC and the other
+        # provider settings apply (an explicit Provider would ignore them); the location is set per resource.
+        child = pulumi.ResourceOptions(parent=self)
+        # Azure deletes a container with its blobs (no non-empty guard like S3's or GCS's): with forceDestroy
+        # off, what holds XComs is protected, so `pulumi destroy` refuses before deleting anything.
+        holds_data = pulumi.ResourceOptions(parent=self, protect=not settings.force_destroy)
 
         if cfg.resource_group_name:
             group_name: pulumi.Input[str] = cfg.resource_group_name
         else:
-            group_name = resources.ResourceGroup(f"{name}-rg", location=cfg.location, tags=tags, opts=child).name
+            group_name = resources.ResourceGroup(f"{name}-rg", location=cfg.location, tags=tags, opts=holds_data).name
         account = storage.StorageAccount(
             name.replace("-", ""),
             account_name=cfg.storage_account_name,
@@ -74,7 +75,7 @@ class AzureXComStorage(pulumi.ComponentResource):
             default_to_o_auth_authentication=settings.credentials == "identity",
             allow_cross_tenant_replication=False,
             tags=tags,
-            opts=child,
+            opts=holds_data,
         )
         container = storage.BlobContainer(
             f"{name}-container",
@@ -82,7 +83,7 @@ class AzureXComStorage(pulumi.ComponentResource):
             account_name=account.name,
             resource_group_name=group_name,
             public_access=storage.PublicAccess.NONE,
-            opts=child,
+            opts=holds_data,
         )
         if settings.expiry_days > 0:
             storage.ManagementPolicy(
@@ -102,7 +103,7 @@ class AzureXComStorage(pulumi.ComponentResource):
             "location": cfg.location,
             "credentials": settings.credentials,
         }
-        invoke = pulumi.InvokeOutputOptions(parent=self, provider=provider)
+        invoke = pulumi.InvokeOutputOptions(parent=self)
         if settings.credentials == "sas":
             sas = storage.list_storage_account_service_sas_output(
                 account_name=account.name,
@@ -145,7 +146,8 @@ class AzureXComStorage(pulumi.ComponentResource):
             authorization.RoleAssignment(
                 f"{name}-blob-data-contributor",
                 principal_id=principal_id,
-                principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+                # Azure rejects an assignment whose type does not match the principal (UnmatchedPrincipalType).
+                principal_type=cfg.identity_principal_type,
                 role_definition_id=client.subscription_id.apply(
                     lambda sub: (
                         f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/"

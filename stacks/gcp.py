@@ -17,6 +17,19 @@ BASE_LABELS = {"managed-by": "pulumi", "purpose": "airflow-xcom"}
 # no bucket settings, no IAM on objects (objectAdmin has setIamPolicy). A custom role would be narrower
 # still (no objects.update) but is a project-level resource, which this stack does not touch.
 OBJECT_ROLE = "roles/storage.objectUser"
+# common-io calls mkdir(parents=True) before every write; gcsfs then reads the bucket (storage.buckets.get,
+# which objectUser lacks) and, when that is denied, lists the whole bucket, which the prefix condition
+# denies: every write fails. The narrowest predefined role with storage.buckets.get (bucket metadata, not
+# its IAM policy, no object access); storage.buckets.list in it is checked on the project, so a binding on
+# this bucket grants nothing more.
+BUCKET_METADATA_ROLE = "roles/storage.bucketViewer"
+# GCP limits: service account descriptions and IAM condition descriptions are at most 256 bytes.
+DESCRIPTION_MAX_BYTES = 256
+
+
+def fit(text: str, fallback: str, limit: int = DESCRIPTION_MAX_BYTES) -> str:
+    """``text`` when GCP accepts its length, else the shorter ``fallback`` (a long prefix must not fail the deploy)."""
+    return text if len(text.encode("utf-8")) <= limit else fallback
 
 
 def prefix_condition(bucket: str, prefix: str) -> dict[str, str]:
@@ -29,7 +42,10 @@ def prefix_condition(bucket: str, prefix: str) -> dict[str, str]:
     """
     return {
         "title": "xcom-prefix-only",
-        "description": f"Objects under {prefix}/ in {bucket}, and listing under that prefix",
+        "description": fit(
+            f"Objects under {prefix}/ in {bucket}, and listing under that prefix",
+            "Objects under the XCom prefix in this bucket, and listing under it (see the expression)",
+        ),
         "expression": (
             f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{prefix}/") || '
             f'api.getAttribute("storage.googleapis.com/objectListPrefix", "").startsWith("{prefix}/")'
@@ -52,8 +68,9 @@ class GcpXComStorage(pulumi.ComponentResource):
         cfg = settings.gcp
         assert cfg is not None
         labels = {**BASE_LABELS, **settings.tags}
-        provider = gcp.Provider(f"{name}-provider", project=cfg.project, opts=pulumi.ResourceOptions(parent=self))
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
+        # The stack's default gcp provider, so gcp:credentials, gcp:impersonateServiceAccount and the other
+        # provider settings apply (an explicit gcp.Provider would ignore them); the project is set per resource.
+        child = pulumi.ResourceOptions(parent=self)
 
         lifecycle_rules: list[dict[str, Any]] = [
             {
@@ -80,6 +97,8 @@ class GcpXComStorage(pulumi.ComponentResource):
             labels=labels,
             lifecycle_rules=lifecycle_rules,
             encryption={"default_kms_key_name": cfg.kms_key_name} if cfg.kms_key_name else None,
+            # Soft delete would keep every purged or overwritten XCom restorable, and billed, for 7 days.
+            soft_delete_policy={"retention_duration_seconds": cfg.soft_delete_days * 86400},
             opts=child,
         )
 
@@ -95,7 +114,10 @@ class GcpXComStorage(pulumi.ComponentResource):
                 f"{name}-sa",
                 account_id=cfg.service_account_id,
                 display_name="Airflow XCom backend",
-                description=f"Reads and writes Airflow XComs under {settings.prefix}/ in one bucket",
+                description=fit(
+                    f"Reads and writes Airflow XComs under {settings.prefix}/ in one bucket",
+                    "Reads and writes Airflow XComs under one prefix in one bucket",
+                ),
                 project=cfg.project,
                 opts=child,
             )
@@ -122,6 +144,14 @@ class GcpXComStorage(pulumi.ComponentResource):
             condition=bucket.name.apply(lambda bucket_name: prefix_condition(bucket_name, settings.prefix)),
             opts=child,
         )
+        if settings.backend == "common-io":
+            gcp.storage.BucketIAMMember(
+                f"{name}-bucket-metadata",
+                bucket=bucket.name,
+                role=BUCKET_METADATA_ROLE,
+                member=member,
+                opts=child,
+            )
         self.outputs["member"] = member
 
         self.outputs.update(airflow_env_outputs(settings, bucket.name, connection))

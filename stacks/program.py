@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from stacks.settings import PROJECT, Settings, SettingsError, parse
+from stacks.settings import PROJECT, PROVIDER_DEFAULT_KEYS, Settings, SettingsError, parse
 
 COMPONENT_NAME = "airflow-xcom"
 
@@ -17,6 +17,11 @@ def raw_settings() -> dict[str, Any]:
     prefix = f"{PROJECT}:"
     names = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
     return {name[len(prefix) :]: runtime_config.get_config(name) for name in sorted(names) if name.startswith(prefix)}
+
+
+def provider_config() -> dict[str, str]:
+    """The stack's provider config that empty settings fall back to (the default providers read the same keys)."""
+    return {name: value for name in PROVIDER_DEFAULT_KEYS if (value := runtime_config.get_config(name))}
 
 
 def build(settings: Settings) -> pulumi.ComponentResource:
@@ -38,7 +43,7 @@ def build(settings: Settings) -> pulumi.ComponentResource:
 
 def main() -> dict[str, Any]:
     try:
-        settings = parse(raw_settings())
+        settings = parse(raw_settings(), stack=pulumi.get_stack(), provider=provider_config())
     except SettingsError as err:
         # RunError ends `pulumi up` with this message alone, no traceback, before any resource.
         raise pulumi.RunError(str(err)) from None

@@ -6,6 +6,7 @@ step). It imports no Pulumi or cloud SDK, so bad settings are rejected before an
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -82,8 +83,9 @@ KEYS: tuple[Key, ...] = (
         "forceDestroy",
         "boolean",
         False,
-        "Let `pulumi destroy` delete the bucket while it still holds XComs. "
-        "Off by default so a destroy never deletes data silently.",
+        "Let `pulumi destroy` delete the bucket while it still holds XComs. Off by default so a destroy never "
+        "deletes data silently (Azure, which has no non-empty guard: the container and account are protected "
+        "from destroy until this is true).",
     ),
     Key(
         "tags",
@@ -115,9 +117,28 @@ KEYS: tuple[Key, ...] = (
         False,
         "Allow a plain-http endpointUrl (emulators only; the bucket stays TLS-only on the real cloud).",
     ),
-    Key("region", "string", "us-east-1", "AWS region of the bucket.", ("aws",)),
-    Key("userName", "string", "airflow-xcom", "IAM user name (credentials=access-key).", ("aws",)),
-    Key("roleName", "string", "airflow-xcom", "IAM role name (credentials=role).", ("aws",)),
+    Key(
+        "region",
+        "string",
+        "",
+        "AWS region of the bucket; empty takes the stack's aws:region, else us-east-1.",
+        ("aws",),
+    ),
+    Key(
+        "userName",
+        "string",
+        "",
+        "IAM user name (credentials=access-key); empty derives <project>-<stack>, unique per stack "
+        "(IAM names are unique per account).",
+        ("aws",),
+    ),
+    Key(
+        "roleName",
+        "string",
+        "",
+        "IAM role name (credentials=role); empty derives <project>-<stack>, unique per stack.",
+        ("aws",),
+    ),
     Key(
         "roleTrustPrincipalArn",
         "string",
@@ -127,7 +148,13 @@ KEYS: tuple[Key, ...] = (
         ("aws",),
     ),
     Key("kmsKeyArn", "string", "", "KMS key ARN for SSE-KMS; empty uses SSE-S3 (AES256).", ("aws",)),
-    Key("project", "string", "", "GCP project id that owns the bucket (required for gcp).", ("gcp",)),
+    Key(
+        "project",
+        "string",
+        "",
+        "GCP project id that owns the bucket; empty takes the stack's gcp:project (one of the two is required).",
+        ("gcp",),
+    ),
     Key(
         "location",
         "string",
@@ -139,8 +166,9 @@ KEYS: tuple[Key, ...] = (
     Key(
         "serviceAccountId",
         "string",
-        "airflow-xcom",
-        "Service account id, 6-30 characters (credentials=key).",
+        "",
+        "Service account id, 6-30 characters (credentials=key); empty derives one from <project>-<stack>, "
+        "unique per stack (ids are unique per GCP project).",
         ("gcp",),
     ),
     Key(
@@ -157,6 +185,13 @@ KEYS: tuple[Key, ...] = (
         "",
         "Cloud KMS key (projects/.../locations/.../keyRings/.../cryptoKeys/...) for CMEK; empty uses "
         "Google-managed encryption. The GCS service agent needs encrypter/decrypter on it.",
+        ("gcp",),
+    ),
+    Key(
+        "softDeleteDays",
+        "integer",
+        0,
+        "Days GCS keeps deleted or overwritten XComs restorable (and billed); 0 turns soft delete off, otherwise 7-90.",
         ("gcp",),
     ),
     Key(
@@ -197,8 +232,24 @@ KEYS: tuple[Key, ...] = (
         "empty creates a user-assigned managed identity.",
         ("azure",),
     ),
+    Key(
+        "identityPrincipalType",
+        "string",
+        "ServicePrincipal",
+        "Type of identityPrincipalId: ServicePrincipal (managed or workload identity), User or Group; Azure "
+        "rejects a role assignment whose type does not match the principal.",
+        ("azure",),
+    ),
 )
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
+
+AZURE_PRINCIPAL_TYPES = ("ServicePrincipal", "User", "Group")
+# Limits of the names this stack derives per stack (see derived_name).
+AWS_IAM_NAME_MAX = 64
+GCP_ACCOUNT_ID_MAX = 30
+# Stack config of the providers that the settings fall back to (the default providers read the same keys).
+PROVIDER_DEFAULT_KEYS = ("aws:region", "gcp:project")
+GCS_SOFT_DELETE_DAYS = range(7, 91)  # GCS accepts 0 (off) or 7-90 days
 
 CREDENTIALS: Mapping[str, tuple[str, ...]] = {
     "aws": ("access-key", "role"),
@@ -214,6 +265,7 @@ _IAM_NAME_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 _PRINCIPAL_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")
 _KMS_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 _TAG_RE = re.compile(r"^[\w .:/=+\-@]*$")
+_AZURE_TAG_NAME_FORBIDDEN = set("<>%&\\?/")
 _GCS_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
 _GCS_LOCATION_RE = re.compile(r"^(US|EU|ASIA|ASIA1|EUR4|EUR5|EUR7|EUR8|NAM4|[a-z]+-[a-z]+\d{1,2})$", re.IGNORECASE)
 _GCP_PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -255,6 +307,7 @@ class GcpSettings:
     service_account_id: str
     workload_identity_member: str | None
     kms_key_name: str | None
+    soft_delete_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -265,6 +318,7 @@ class AzureSettings:
     sku_name: str
     sas_expiry: str | None  # ISO 8601 UTC, e.g. 2027-06-30T00:00:00Z
     identity_principal_id: str | None
+    identity_principal_type: str = "ServicePrincipal"
 
 
 @dataclass(frozen=True)
@@ -340,6 +394,22 @@ class _Reader:
             return None
 
 
+def derived_name(project: str, stack: str, *, max_length: int, lowercase: bool = False) -> str:
+    """``<project>-<stack>``, cut to ``max_length`` with a hash of the whole kept, so every stack gets its own.
+
+    IAM user/role names are unique per AWS account and service account ids per GCP project: a fixed default
+    makes the second stack (dev next to prod) fail with EntityAlreadyExists / 409.
+    """
+    full = f"{project}-{stack}"
+    allowed = r"[^a-z0-9-]" if lowercase else r"[^A-Za-z0-9+=,.@_-]"
+    name = re.sub(allowed, "-", full.lower() if lowercase else full)
+    name = re.sub(r"-{2,}", "-", name).strip("-")
+    if len(name) > max_length:
+        digest = hashlib.sha256(full.encode()).hexdigest()[:6]
+        name = f"{name[: max_length - len(digest) - 1].rstrip('-')}-{digest}"
+    return name
+
+
 def _parse_tags(reader: _Reader) -> dict[str, str]:
     tags: dict[str, str] = {}
     text = reader.string("tags")
@@ -375,11 +445,16 @@ def validate_aws_bucket_name(name: str) -> str:
     return name
 
 
-def _parse_aws(reader: _Reader, credentials: str) -> AwsSettings:
+def _parse_aws(reader: _Reader, credentials: str, provider: Mapping[str, str], stack: str) -> AwsSettings:
     region = reader.string("region")
+    source = ""
+    if not region:
+        region, source = provider.get("aws:region") or "us-east-1", " (from the stack's aws:region)"
     if not _AWS_REGION_RE.match(region):
-        reader.fail("region", f"{region!r} is not an AWS region name such as us-east-1 or eu-central-1")
-    user_name, role_name = reader.string("userName"), reader.string("roleName")
+        reader.fail("region", f"{region!r}{source} is not an AWS region name such as us-east-1 or eu-central-1")
+    default_name = derived_name(PROJECT, stack, max_length=AWS_IAM_NAME_MAX)
+    user_name = reader.string("userName") or default_name
+    role_name = reader.string("roleName") or default_name
     for name, value in (("userName", user_name), ("roleName", role_name)):
         if not _IAM_NAME_RE.match(value):
             reader.fail(name, f"{value!r} is not a valid IAM name (1-64 letters, digits or +=,.@_-)")
@@ -407,16 +482,20 @@ def validate_gcs_bucket_name(name: str) -> str:
     return name
 
 
-def _parse_gcp(reader: _Reader, credentials: str, tags: Mapping[str, str]) -> GcpSettings:
-    project = reader.string("project")
+def _parse_gcp(
+    reader: _Reader, credentials: str, tags: Mapping[str, str], provider: Mapping[str, str], stack: str
+) -> GcpSettings:
+    project = reader.string("project") or provider.get("gcp:project", "")
     if not project:
-        reader.fail("project", "is required for gcp (the project id that owns the bucket)")
+        reader.fail("project", "is required for gcp (the project id that owns the bucket), or set gcp:project")
     elif not _GCP_PROJECT_RE.match(project):
         reader.fail("project", f"{project!r} is not a GCP project id (6-30 lowercase letters, digits, hyphens)")
     location = reader.string("location") or DEFAULT_LOCATIONS["gcp"]
     if not _GCS_LOCATION_RE.match(location):
         reader.fail("location", f"{location!r} is not a GCS location such as US, EU, ASIA, NAM4 or europe-west1")
-    account_id = reader.string("serviceAccountId")
+    account_id = reader.string("serviceAccountId") or derived_name(
+        PROJECT, stack, max_length=GCP_ACCOUNT_ID_MAX, lowercase=True
+    )
     if not _GCP_ACCOUNT_ID_RE.match(account_id):
         reader.fail(
             "serviceAccountId",
@@ -437,6 +516,9 @@ def _parse_gcp(reader: _Reader, credentials: str, tags: Mapping[str, str]) -> Gc
     kms_key_name = reader.string("kmsKeyName") or None
     if kms_key_name and not _GCP_KMS_RE.match(kms_key_name):
         reader.fail("kmsKeyName", f"{kms_key_name!r} is not projects/P/locations/L/keyRings/R/cryptoKeys/K")
+    soft_delete_days = reader.integer("softDeleteDays", 0)
+    if soft_delete_days and soft_delete_days not in GCS_SOFT_DELETE_DAYS:
+        reader.fail("softDeleteDays", f"must be 0 (off) or 7-90 (what GCS accepts), got {soft_delete_days}")
     for label, value in tags.items():
         if not _GCP_LABEL_KEY_RE.match(label) or not _GCP_LABEL_VALUE_RE.match(value):
             reader.fail(
@@ -444,7 +526,7 @@ def _parse_gcp(reader: _Reader, credentials: str, tags: Mapping[str, str]) -> Gc
                 f"{label}={value}: GCP labels need lowercase keys starting with a letter and "
                 "values of lowercase letters, digits, _ or - (at most 63 each)",
             )
-    return GcpSettings(project, location, account_id, member, kms_key_name)
+    return GcpSettings(project, location, account_id, member, kms_key_name, soft_delete_days)
 
 
 def validate_azure_container_name(name: str) -> str:
@@ -479,7 +561,7 @@ def _parse_sas_expiry(reader: _Reader, credentials: str, now: datetime) -> str |
     return expiry.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_azure(reader: _Reader, credentials: str, now: datetime) -> AzureSettings:
+def _parse_azure(reader: _Reader, credentials: str, now: datetime, tags: Mapping[str, str]) -> AzureSettings:
     location = reader.string("location") or DEFAULT_LOCATIONS["azure"]
     if not _AZURE_LOCATION_RE.match(location):
         reader.fail("location", f"{location!r} is not an Azure region name such as eastus or westeurope")
@@ -500,8 +582,20 @@ def _parse_azure(reader: _Reader, credentials: str, now: datetime) -> AzureSetti
         reader.fail("identityPrincipalId", f"{principal!r} is not an object id (a GUID)")
     if principal and credentials != "identity":
         reader.fail("identityPrincipalId", "only applies with credentials=identity")
+    principal_type = reader.string("identityPrincipalType")
+    if principal_type not in AZURE_PRINCIPAL_TYPES:
+        reader.fail(
+            "identityPrincipalType", f"{principal_type!r} is not allowed: use one of {', '.join(AZURE_PRINCIPAL_TYPES)}"
+        )
+    elif principal_type != KEYS_BY_NAME["identityPrincipalType"].default and not principal:
+        reader.fail(
+            "identityPrincipalType", "only applies with identityPrincipalId (a created identity is a service principal)"
+        )
+    for tag in tags:
+        if forbidden := sorted(set(tag) & _AZURE_TAG_NAME_FORBIDDEN):
+            reader.fail("tags", f"{tag!r}: Azure tag names may not contain {' '.join(forbidden)}")
     expiry = _parse_sas_expiry(reader, credentials, now)
-    return AzureSettings(location, group, account, sku, expiry, principal)
+    return AzureSettings(location, group, account, sku, expiry, principal, principal_type)
 
 
 def _parse_endpoint(reader: _Reader) -> str | None:
@@ -519,8 +613,19 @@ def _parse_endpoint(reader: _Reader) -> str | None:
     return endpoint_url
 
 
-def parse(raw: Mapping[str, Any], *, now: datetime | None = None) -> Settings:
-    """Validate raw config (keys without the project prefix); raise SettingsError listing every problem."""
+def parse(
+    raw: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+    stack: str = "dev",
+    provider: Mapping[str, str] | None = None,
+) -> Settings:
+    """Validate raw config (keys without the project prefix); raise SettingsError listing every problem.
+
+    ``stack`` names the Pulumi stack (principal names are derived from it); ``provider`` holds the stack's
+    provider config (``aws:region``, ``gcp:project``) that empty settings fall back to.
+    """
+    provider = provider or {}
     reader = _Reader(raw)
     now = now or datetime.now(timezone.utc)
     for name in sorted(set(raw) - set(KEYS_BY_NAME)):
@@ -560,9 +665,9 @@ def parse(raw: Mapping[str, Any], *, now: datetime | None = None) -> Settings:
             "credentials", f"{credentials!r} is not allowed for {cloud}: use one of {', '.join(CREDENTIALS[cloud])}"
         )
     endpoint_url = _parse_endpoint(reader)
-    aws = _parse_aws(reader, credentials) if cloud == "aws" else None
-    gcp = _parse_gcp(reader, credentials, tags) if cloud == "gcp" else None
-    azure = _parse_azure(reader, credentials, now) if cloud == "azure" else None
+    aws = _parse_aws(reader, credentials, provider, stack) if cloud == "aws" else None
+    gcp = _parse_gcp(reader, credentials, tags, provider, stack) if cloud == "gcp" else None
+    azure = _parse_azure(reader, credentials, now, tags) if cloud == "azure" else None
     if cloud == "azure" and credentials == "identity" and endpoint_url:
         reader.fail("endpointUrl", "is not supported with credentials=identity (adlfs then ignores the endpoint)")
 

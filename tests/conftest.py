@@ -13,8 +13,12 @@ from typing import Any
 import pytest
 
 from emulation.azurite import AzuriteMocks, AzuriteServer, azurite_server
-from emulation.gcs import GcsMocks, GcsServer, gcs_server
-from emulation.moto import MotoMocks, MotoServer, moto_server
+from emulation.gcs import GCSFS_ENV, GcsMocks, GcsServer, gcs_server
+from emulation.gcs_iam import GcsIamProxy
+
+# gcsfs reads this once, at import: tests in this process that use gcsfs against the emulator need it first.
+os.environ.update(GCSFS_ENV)
+from emulation.moto import MotoMocks, MotoServer, moto_server, with_conditions
 from emulation.pulumi_runner import EmulatorMocks, ProgramRun, run_program
 
 FIGURES: list[dict[str, Any]] = []
@@ -39,10 +43,26 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
 
 
 @pytest.fixture(scope="session")
-def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
-    """gcp-storage-emulator plus a local token endpoint for the emitted service account key."""
-    with gcs_server(tmp_path_factory.mktemp("gcs")) as server:
+def moto_conditions(moto: MotoServer) -> Iterator[MotoServer]:
+    """The session's moto behind emulation.s3_conditions: IAM Conditions (s3:prefix on listings, kms:ViaService
+    and the encryption context on direct KMS calls) are evaluated too. Deploy into it to get such an endpoint."""
+    with with_conditions(moto) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    """gcp-storage-emulator behind the IAM proxy (emulation.gcs_iam), plus a local token endpoint for the
+    emitted service account key: the bindings a deployed stack declares decide every request."""
+    with gcs_server(tmp_path_factory.mktemp("gcs"), enforce_iam=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_iam(gcs: GcsServer) -> GcsIamProxy:
+    """The enforcing proxy of the session's GCS server: its policy (declared bindings) and every decision."""
+    assert gcs.iam is not None
+    return gcs.iam
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +101,17 @@ class DeployedStack:
         """A boto3 client signed with the emitted (least-privilege) key."""
         return self.server.client(service, self.key)
 
+    def gcp_credentials(self) -> Any:
+        """The emitted service account key (keyfile_dict) as google-auth credentials."""
+        from google.oauth2 import service_account
 
-def deploy(server: MotoServer | GcsServer | AzuriteServer, **settings: Any) -> DeployedStack:
-    """Run the real program with the mocks that deploy into ``server``'s emulator."""
+        keyfile = json.loads(self.connection["extra"]["keyfile_dict"])
+        scopes = ["https://www.googleapis.com/auth/devstorage.full_control"]
+        return service_account.Credentials.from_service_account_info(keyfile, scopes=scopes)
+
+
+def deploy(server: MotoServer | GcsServer | AzuriteServer, *, stack: str = "test", **settings: Any) -> DeployedStack:
+    """Run the real program as stack ``stack`` with the mocks that deploy into ``server``'s emulator."""
     if isinstance(server, GcsServer):
         mocks: EmulatorMocks = GcsMocks(server)
         settings = {"cloud": "gcp", "project": "emulated-project", **settings}
@@ -95,7 +123,7 @@ def deploy(server: MotoServer | GcsServer | AzuriteServer, **settings: Any) -> D
         mocks = MotoMocks(server)
     allow_http = server.endpoint.startswith("http:")
     config = {"endpointUrl": server.endpoint, "allowHttpEndpoint": allow_http, "forceDestroy": True, **settings}
-    return DeployedStack(run_program(config, mocks, stack="test"), mocks, server)
+    return DeployedStack(run_program(config, mocks, stack=stack), mocks, server)
 
 
 @pytest.fixture(scope="module")

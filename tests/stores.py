@@ -66,7 +66,8 @@ class AdminBucket:
             extra = {"endpoint_url": self.server.endpoint, "region_name": REGION}
             return {"conn_type": "aws", "login": key_id, "password": secret, "extra": extra}
         if self.cloud == "gcp":
-            extra = {"is_anonymous": True, "project": "emulated-project", "gcs.endpoint": self.server.endpoint}
+            # Straight to the emulator: the IAM proxy in front of it serves only the stacks' identities.
+            extra = {"is_anonymous": True, "project": "emulated-project", "gcs.endpoint": self.server.emulator.endpoint}
             return {"conn_type": "google_cloud_platform", "extra": extra}
         connection_string = (
             f"DefaultEndpointsProtocol=https;AccountName={self.server.account_name};"

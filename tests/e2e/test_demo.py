@@ -44,6 +44,8 @@ def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path, cloud: str) 
     assert f"{scheme}://my_{cloud}_conn@" in big and big.split()[-1] == "True"
     deleted = {"aws": "deleted s3 bucket", "gcp": "deleted gcs bucket", "azure": "deleted blob container"}[cloud]
     assert deleted in output and "emulator stopped" in output
+    if cloud == "gcp":  # the declared binding, enforced by the IAM proxy, let every request of the run through
+        assert re.search(r"IAM proxy: [1-9]\d* requests allowed, 0 denied", output), output[-3000:]
 
     outputs = json.loads((work / "stack-outputs.json").read_text())
     connection = json.loads(outputs["airflow_env"][f"AIRFLOW_CONN_MY_{cloud.upper()}_CONN"])

@@ -1,7 +1,8 @@
 """Real Airflow runs the tutorial DAG with the env the stack emitted, against the emulators.
 
 AWS: moto with IAM enforced, so the emitted least-privilege key is really what lets the task through.
-GCP: gcp-storage-emulator (no IAM); the emitted keyfile_dict is really loaded and used to get a token.
+GCP: gcp-storage-emulator behind the IAM proxy: the emitted keyfile_dict is really exchanged for a token, and
+the declared binding (role + prefix condition, evaluated with CEL) decides every request of the task.
 Azure: Azurite over verified HTTPS; the emitted https-only container SAS is what authorises the task.
 """
 
@@ -43,7 +44,7 @@ EMULATOR_FIXTURES = {"aws": "moto", "gcp": "gcs", "azure": "azurite"}
 
 @pytest.fixture(
     scope="module",
-    params=[("aws", "bundled"), ("aws", "common-io"), ("gcp", "bundled"), ("azure", "bundled")],
+    params=[("aws", "bundled"), ("aws", "common-io"), ("gcp", "bundled"), ("gcp", "common-io"), ("azure", "bundled")],
     ids=str,
 )
 def deployed_dag_run(request, tmp_path_factory):
@@ -87,7 +88,7 @@ def test_big_xcom_goes_to_storage_under_the_prefix_and_pulls_back_equal(deployed
     assert checks["big_obj"]["equal"] == "True"
     if cloud == "gcp":  # the emitted keyfile_dict was really loaded and exchanged for a token
         keyfile = json.loads(json.loads(env["AIRFLOW_CONN_MY_GCP_CONN"])["extra"]["keyfile_dict"])
-        assert keyfile["client_email"] == "airflow-xcom@emulated-project.iam.gserviceaccount.com"
+        assert keyfile["client_email"] == stack.run.outputs["service_account_email"]
         assert stack.server.tokens_issued, "the task never exchanged the emitted key for a token"
     assert int(checks["big_obj"]["serialized_bytes"]) >= 1000
 

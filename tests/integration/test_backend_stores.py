@@ -203,14 +203,19 @@ def test_a_missing_common_io_object_raises_instead_of_returning_its_url(deployme
 
 def test_an_unreadable_object_raises(deployment: Deployment) -> None:
     reference = push(BIG)
-    connection = json.loads(deployment.stack.env[contract.connection_env(f"my_{deployment.cloud}_conn")])
+    conn_env = contract.connection_env(f"my_{deployment.cloud}_conn")
+    connection = json.loads(deployment.stack.env[conn_env])
     if deployment.cloud == "aws":
         connection["password"] = "not-the-secret"
-    elif deployment.cloud == "gcp":
-        connection["extra"]["gcs.endpoint"] = "http://127.0.0.1:9"  # nothing listens: a timed-out store
+    elif deployment.cloud == "gcp":  # another stack's service account: valid, but not bound to this bucket
+        other = deploy(deployment.stack.server, stack="unbound")
+        try:
+            connection = json.loads(other.env[conn_env])
+        finally:
+            other.mocks.destroy()
     else:
         connection["extra"]["connection_string"] = connection["extra"]["connection_string"].replace("sig=", "sig=x")
-    deployment.set(contract.connection_env(f"my_{deployment.cloud}_conn"), json.dumps(connection))
+    deployment.set(conn_env, json.dumps(connection))
     with pytest.raises(XComObjectError, match="reading XCom object") as caught:
         pull(reference)
     assert reference["url"] in str(caught.value)

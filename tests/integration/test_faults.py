@@ -97,7 +97,7 @@ def test_fault_matrix(own_moto, figures, monkeypatch) -> None:
         reference = Backend.serialize_value(BIG, **COORDS)
         iam = server.client("iam")
         policy_arn = stack.run.outputs["policy_arn"]
-        iam.detach_user_policy(UserName="airflow-xcom", PolicyArn=policy_arn)
+        iam.detach_user_policy(UserName=stack.run.outputs["user_name"], PolicyArn=policy_arn)
         try:
             expect_loud(
                 lambda: Backend.serialize_value(BIG, **{**COORDS, "key": "k2"}),
@@ -112,7 +112,7 @@ def test_fault_matrix(own_moto, figures, monkeypatch) -> None:
                 "permission denied",
             )
         finally:
-            iam.attach_user_policy(UserName="airflow-xcom", PolicyArn=policy_arn)
+            iam.attach_user_policy(UserName=stack.run.outputs["user_name"], PolicyArn=policy_arn)
 
     def connection_missing() -> None:
         monkeypatch.delenv("AIRFLOW_CONN_MY_AWS_CONN")

@@ -1,8 +1,7 @@
 """The emitted key against moto with IAM enforced: what the backend needs passes, the rest is denied.
 
-What this emulator cannot check (real AWS differs), so no test here claims it:
-- the ``s3:prefix`` condition on ListBucket is not evaluated by moto: listing another prefix is allowed
-  here but denied on AWS (the unit tests assert the condition in the policy instead);
+The stack is deployed behind emulation.s3_conditions, which evaluates the policy's ``s3:prefix`` condition
+on listings (moto ignores Conditions). What this still cannot check (real AWS differs), so no test claims it:
 - DeleteObjects (multi-delete) is checked against the bucket ARN and reports per-key AccessDenied;
 - Conditions on bucket-policy Deny statements are not evaluated, so the TLS-only deny is not applied;
 - 403-instead-of-404 for a missing object without an unconditional ListBucket grant.
@@ -15,11 +14,20 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import DeployedStack
+from emulation.moto import MotoServer
+from tests.conftest import DeployedStack, deploy
 
 pytestmark = pytest.mark.integration
 
 OTHER_BUCKET = "some-other-bucket"
+
+
+@pytest.fixture(scope="module")
+def aws_stack(moto_conditions: MotoServer) -> DeployedStack:
+    """The stack deployed behind the condition-evaluating endpoint (its connection points there)."""
+    stack = deploy(moto_conditions, stack="least-privilege")
+    yield stack
+    stack.mocks.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,7 @@ def allowed_operations(stack: DeployedStack):
 
 def denied_operations(stack: DeployedStack, other: str):
     s3, iam, bucket = stack.client("s3"), stack.client("iam"), stack.bucket
-    arn = f"arn:aws:s3:::{bucket}"
+    arn, user = f"arn:aws:s3:::{bucket}", stack.run.outputs["user_name"]
     return {
         "put object outside prefix": lambda: s3.put_object(Bucket=bucket, Key="other/x.json", Body=b"{}"),
         "put object at bucket root": lambda: s3.put_object(Bucket=bucket, Key="x.json", Body=b"{}"),
@@ -61,6 +69,10 @@ def denied_operations(stack: DeployedStack, other: str):
         "get object in another bucket": lambda: s3.get_object(Bucket=other, Key="xcom/secret.json"),
         "put object in another bucket": lambda: s3.put_object(Bucket=other, Key="xcom/x.json", Body=b"{}"),
         "list another bucket": lambda: s3.list_objects_v2(Bucket=other, Prefix="xcom/"),
+        "list the bare prefix (also lists xcom2/, xcom-x)": lambda: s3.list_objects_v2(Bucket=bucket, Prefix="xcom"),
+        "list a look-alike prefix": lambda: s3.list_objects_v2(Bucket=bucket, Prefix="xcom2/"),
+        "list another prefix": lambda: s3.list_objects_v2(Bucket=bucket, Prefix="other/"),
+        "list the whole bucket": lambda: s3.list_objects_v2(Bucket=bucket),
         "list all buckets": lambda: s3.list_buckets(),
         "create a bucket": lambda: s3.create_bucket(Bucket="attacker-bucket"),
         "delete the bucket": lambda: s3.delete_bucket(Bucket=bucket),
@@ -83,9 +95,9 @@ def denied_operations(stack: DeployedStack, other: str):
         ),
         "read the bucket ACL": lambda: s3.get_bucket_acl(Bucket=bucket),
         "iam: list users": lambda: iam.list_users(),
-        "iam: create another access key": lambda: iam.create_access_key(UserName="airflow-xcom"),
+        "iam: create another access key": lambda: iam.create_access_key(UserName=user),
         "iam: attach admin policy to itself": lambda: iam.attach_user_policy(
-            UserName="airflow-xcom", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
+            UserName=user, PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
         ),
         "iam: create a user": lambda: iam.create_user(UserName="backdoor"),
     }

@@ -9,11 +9,20 @@ import sys
 import pulumi
 import pytest
 
-from emulation.pulumi_runner import ProgramRun, RecordingMocks, run_program
+from emulation.pulumi_runner import ProgramRun, RecordingMocks, destroy_plan, run_program
 from xcom_backend import contract
 
 BUCKET = "aws:s3/bucket:Bucket"
 POLICY = "aws:iam/policy:Policy"
+USER_NAME = "airflow-xcom-backend-dev"  # derived from project and stack (run_program's stack is "dev")
+HARDENING = {
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketVersioning:BucketVersioning",
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+    "aws:s3/bucketPolicy:BucketPolicy",
+}
 
 
 def run(**config) -> ProgramRun:
@@ -66,6 +75,16 @@ def test_kms_key_gives_sse_kms_and_key_use_in_policy() -> None:
     assert kms["Action"] == ["kms:GenerateDataKey", "kms:Decrypt"] and kms["Resource"] == [arn]
 
 
+def test_kms_key_is_usable_only_through_s3_for_this_bucket() -> None:
+    arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    program = run(kmsKeyArn=arn, region="eu-west-1")
+    bucket_arn = f"arn:aws:s3:::{program.outputs['bucket_name']}"
+    assert statements(program)["UseBucketKmsKey"]["Condition"] == {
+        "StringEquals": {"kms:ViaService": "s3.eu-west-1.amazonaws.com"},
+        "StringLike": {"kms:EncryptionContext:aws:s3:arn": [bucket_arn, f"{bucket_arn}/xcom/*"]},
+    }
+
+
 def test_bucket_policy_denies_requests_without_tls(default_run: ProgramRun) -> None:
     bucket_arn = f"arn:aws:s3:::{default_run.outputs['bucket_name']}"
     policy = json.loads(default_run.one("aws:s3/bucketPolicy:BucketPolicy").inputs["policy"])
@@ -112,7 +131,8 @@ def test_policy_grants_exactly_object_access_under_the_prefix(default_run: Progr
     assert objects["Resource"] == [f"{bucket_arn}/xcom/*"]
     listing = granted["ListXComPrefixOnly"]
     assert listing["Action"] == ["s3:ListBucket"] and listing["Resource"] == [bucket_arn]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["xcom", "xcom/*"]}}
+    # Only "xcom/" and below: the bare "xcom" would also list "xcom2/..." and "xcom-x".
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["xcom/*"]}}
     for statement in granted.values():
         assert all("*" not in action for action in statement["Action"]), "no wildcard actions"
         assert all(r.startswith(bucket_arn) for r in statement["Resource"]), "no other buckets"
@@ -127,10 +147,10 @@ def test_common_io_backend_also_gets_bucket_location_for_its_mkdir_probe() -> No
 
 def test_access_key_mode_user_attachment_and_secret(default_run: ProgramRun) -> None:
     user = default_run.one("aws:iam/user:User").inputs
-    assert user["name"] == "airflow-xcom"
+    assert user["name"] == USER_NAME
     attachment = default_run.one("aws:iam/userPolicyAttachment:UserPolicyAttachment").inputs
-    assert attachment == {"user": "airflow-xcom", "policyArn": default_run.outputs["policy_arn"]}
-    assert default_run.one("aws:iam/accessKey:AccessKey").inputs["user"] == "airflow-xcom"
+    assert attachment == {"user": USER_NAME, "policyArn": default_run.outputs["policy_arn"]}
+    assert default_run.one("aws:iam/accessKey:AccessKey").inputs["user"] == USER_NAME
     assert not default_run.of_type("aws:iam/role:Role")
 
 
@@ -138,7 +158,7 @@ def test_outputs_and_env(default_run: ProgramRun) -> None:
     outputs = default_run.outputs
     bucket = outputs["bucket_name"]
     assert outputs["region"] == "us-east-1"
-    assert outputs["user_name"] == "airflow-xcom"
+    assert outputs["user_name"] == USER_NAME
     assert outputs["access_key_id"].startswith("AKIA")
     key_secret = default_run.one("aws:iam/accessKey:AccessKey").outputs["secret"]
     env = outputs["airflow_env"]
@@ -189,12 +209,58 @@ def test_role_mode_trusts_the_principal_and_emits_no_secret() -> None:
     assert "access_key_id" not in program.outputs
 
 
-def test_region_goes_to_the_provider() -> None:
+def test_region_setting_goes_to_every_regional_resource_and_the_connection() -> None:
     program = run(region="eu-central-1")
-    assert program.one("pulumi:providers:aws").inputs["region"] == "eu-central-1"
+    for resource in program.resources:
+        if resource.type.startswith("aws:s3/"):
+            assert resource.inputs["region"] == "eu-central-1", resource.type
     assert (
         json.loads(program.outputs["airflow_env"]["AIRFLOW_CONN_MY_AWS_CONN"])["extra"]["region_name"] == "eu-central-1"
     )
+
+
+def test_the_stacks_aws_provider_config_reaches_every_resource() -> None:
+    """aws:profile, aws:region (and assumeRoles, defaultTags, ESC credentials) set in the stack file apply.
+
+    An explicit aws.Provider is configured from its own arguments only, so it would drop them and deploy
+    with whatever the environment holds (pulumi-aws #1307, #3259).
+    """
+    stack_file = {"aws:region": "eu-west-1", "aws:profile": "prod-admin", "aws:defaultTags": {"tags": {"cc": "42"}}}
+    program = run_program({}, RecordingMocks(), provider_config=stack_file)
+    aws_resources = [r for r in program.resources if r.type.startswith("aws:")]
+    assert len(aws_resources) >= 10
+    for resource in aws_resources:
+        config = program.provider_config(resource)
+        assert config["profile"] == "prod-admin" and config["region"] == "eu-west-1", resource.type
+        assert json.loads(config["defaultTags"]) == {"tags": {"cc": "42"}}
+    assert not program.of_type("pulumi:providers:aws")
+    assert program.one(BUCKET).inputs["region"] == "eu-west-1"
+    connection = json.loads(program.outputs["airflow_env"]["AIRFLOW_CONN_MY_AWS_CONN"])
+    assert connection["extra"]["region_name"] == "eu-west-1" and program.outputs["region"] == "eu-west-1"
+
+
+def test_a_refused_destroy_leaves_the_bucket_as_hardened_as_before(default_run: ProgramRun) -> None:
+    """forceDestroy=false: the bucket delete fails while it holds XComs, so nothing protecting it may go first."""
+    plan = destroy_plan(default_run.resources)
+    bucket_step = next(i for i, (resource, _) in enumerate(plan) if resource.type == BUCKET)
+    assert plan[bucket_step][1] == "delete"
+    deleted_first = [resource.type for resource, action in plan[:bucket_step] if action == "delete"]
+    assert not HARDENING & set(deleted_first), deleted_first
+    skipped = {resource.type for resource, action in plan if action.startswith("skip: deleted with")}
+    assert skipped == HARDENING  # and they go with the bucket when it is deleted
+
+
+def test_two_stacks_get_their_own_principal_names() -> None:
+    dev = run_program({}, RecordingMocks(), stack="dev").one("aws:iam/user:User").inputs["name"]
+    prod = run_program({}, RecordingMocks(), stack="prod").one("aws:iam/user:User").inputs["name"]
+    assert (dev, prod) == ("airflow-xcom-backend-dev", "airflow-xcom-backend-prod")
+    role = run_program(
+        {"credentials": "role", "roleTrustPrincipalArn": "arn:aws:iam::210987654321:role/x"},
+        RecordingMocks(),
+        stack="qa",
+    )
+    assert role.one("aws:iam/role:Role").inputs["name"] == "airflow-xcom-backend-qa"
+    assert run(userName="my-user").one("aws:iam/user:User").inputs["name"] == "my-user"
 
 
 @pytest.mark.parametrize(

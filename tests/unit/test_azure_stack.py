@@ -9,7 +9,7 @@ import pulumi
 import pytest
 from airflow.models.connection import Connection
 
-from emulation.pulumi_runner import ProgramRun, RecordingMocks, run_program
+from emulation.pulumi_runner import DestroyRefused, ProgramRun, RecordingMocks, destroy_plan, run_program
 from xcom_backend import contract
 
 ACCOUNT = "azure-native:storage:StorageAccount"
@@ -135,6 +135,48 @@ def test_identity_mode_with_a_given_principal_creates_no_identity() -> None:
     )
 
 
+def test_a_given_principal_is_assigned_with_its_own_type() -> None:
+    """A user or group object id sent as ServicePrincipal fails with UnmatchedPrincipalType."""
+    principal = "11111111-2222-3333-4444-555555555555"
+    for principal_type in ("User", "Group", "ServicePrincipal"):
+        program = run_program(
+            {
+                "cloud": "azure",
+                "credentials": "identity",
+                "identityPrincipalId": principal,
+                "identityPrincipalType": principal_type,
+            },
+            RecordingMocks(),
+        )
+        assert program.one(ROLE).inputs["principalType"] == principal_type
+
+
+def test_force_destroy_off_protects_what_holds_xcoms(default_run) -> None:
+    """Azure deletes a container with its blobs: with forceDestroy=false the destroy refuses up front."""
+    program, _ = default_run
+    protected = {r.type for r in program.resources if r.options.protect}
+    assert protected == {ACCOUNT, CONTAINER, "azure-native:resources:ResourceGroup"}
+    with pytest.raises(DestroyRefused):
+        destroy_plan(program.resources)
+    released = run(forceDestroy=True)
+    assert not [r for r in released.resources if r.options.protect]
+    assert [r.type for r, action in destroy_plan(released.resources) if action == "delete"][-1] == (
+        "airflow-xcom-backend:azure:XComStorage"
+    )
+
+
+def test_the_stacks_azure_provider_config_reaches_every_resource() -> None:
+    stack_file = {"azure-native:subscriptionId": "00000000-0000-0000-0000-0000000000aa", "azure-native:useOidc": True}
+    program = run_program(BASE, RecordingMocks(), provider_config=stack_file)
+    azure_resources = [r for r in program.resources if r.type.startswith("azure-native:")]
+    assert len(azure_resources) >= 4
+    for resource in azure_resources:
+        config = program.provider_config(resource)
+        assert config["subscriptionId"] == "00000000-0000-0000-0000-0000000000aa", resource.type
+        assert config["useOidc"] == "true"
+    assert not program.of_type("pulumi:providers:azure-native")
+
+
 def test_account_key_mode_is_opt_in_and_secret() -> None:
     program = run_program({"cloud": "azure", "credentials": "account-key"}, RecordingMocks())
     connection = json.loads(program.outputs["airflow_env"]["AIRFLOW_CONN_MY_AZURE_CONN"])
@@ -151,6 +193,11 @@ def test_account_key_mode_is_opt_in_and_secret() -> None:
         ({"sasExpiry": "2001-01-01"}, "in the past"),
         ({"sasExpiry": ""}, "is required when credentials=sas"),
         ({"skuName": "Premium_LRS"}, "skuName"),
+        ({"tags": "cost/center=42"}, "Azure tag names may not contain /"),
+        (
+            {"credentials": "identity", "identityPrincipalId": "x", "identityPrincipalType": "Robot"},
+            "identityPrincipalType",
+        ),
     ],
 )
 def test_bad_settings_stop_the_program_before_any_resource(config: dict, message: str) -> None:

@@ -58,7 +58,8 @@ def test_access_is_one_conditional_binding_on_this_bucket_only(default_run: Prog
     binding = default_run.one(BINDING).inputs
     assert binding["bucket"] == bucket
     assert binding["role"] == "roles/storage.objectUser"
-    assert binding["member"] == "serviceAccount:airflow-xcom@my-project-1.iam.gserviceaccount.com"
+    assert binding["member"] == "serviceAccount:airflow-xcom-backend-dev@my-project-1.iam.gserviceaccount.com"
+    assert "condition" in binding
     expression = binding["condition"]["expression"]
     assert f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/xcom/")' in expression
     assert 'api.getAttribute("storage.googleapis.com/objectListPrefix", "").startsWith("xcom/")' in expression
@@ -66,12 +67,70 @@ def test_access_is_one_conditional_binding_on_this_bucket_only(default_run: Prog
     assert not [t for t in types if t.startswith(("gcp:projects/", "gcp:organizations/", "gcp:folder/"))]
     assert types <= {
         "airflow-xcom-backend:gcp:XComStorage",
-        "pulumi:providers:gcp",
         BUCKET,
         BINDING,
         "gcp:serviceaccount/account:Account",
         "gcp:serviceaccount/key:Key",
     }
+
+
+def test_common_io_also_gets_bucket_metadata_read_unconditioned_on_this_bucket_only() -> None:
+    """common-io's mkdir(parents=True) reads the bucket (storage.buckets.get), which objectUser lacks."""
+    program = run(backend="common-io")
+    bindings = {b.inputs["role"]: b.inputs for b in program.of_type(BINDING)}
+    assert set(bindings) == {"roles/storage.objectUser", "roles/storage.bucketViewer"}
+    metadata = bindings["roles/storage.bucketViewer"]
+    assert metadata["bucket"] == program.outputs["bucket_name"]
+    assert metadata["member"] == bindings["roles/storage.objectUser"]["member"]
+    assert "condition" not in metadata
+    assert [b.inputs["role"] for b in run().of_type(BINDING)] == ["roles/storage.objectUser"]
+
+
+def test_soft_delete_is_off_unless_asked_for(default_run: ProgramRun) -> None:
+    assert default_run.one(BUCKET).inputs["softDeletePolicy"] == {"retentionDurationSeconds": 0}
+    kept = run(softDeleteDays=7).one(BUCKET).inputs["softDeletePolicy"]
+    assert kept == {"retentionDurationSeconds": 7 * 86400}
+
+
+def test_descriptions_stay_within_gcps_256_byte_limit_with_a_long_prefix() -> None:
+    prefix = "/".join(["segment-of-a-long-xcom-prefix"] * 8)
+    program = run(prefix=prefix)
+    account = program.one("gcp:serviceaccount/account:Account").inputs
+    condition = program.one(BINDING).inputs["condition"]
+    assert len(account["description"].encode()) <= 256
+    assert len(condition["description"].encode()) <= 256
+    assert f'startsWith("{prefix}/")' in condition["expression"]
+    short = run().one(BINDING).inputs["condition"]["description"]
+    assert "xcom/" in short
+
+
+def test_the_stacks_gcp_provider_config_reaches_every_resource() -> None:
+    stack_file = {
+        "gcp:project": "from-stack-file",
+        "gcp:impersonateServiceAccount": "deployer@p.iam.gserviceaccount.com",
+    }
+    program = run_program({"cloud": "gcp"}, RecordingMocks(), provider_config=stack_file)
+    gcp_resources = [r for r in program.resources if r.type.startswith("gcp:")]
+    assert len(gcp_resources) == 4
+    for resource in gcp_resources:
+        config = program.provider_config(resource)
+        assert config["impersonateServiceAccount"] == "deployer@p.iam.gserviceaccount.com", resource.type
+    assert not program.of_type("pulumi:providers:gcp")
+    assert program.one(BUCKET).inputs["project"] == "from-stack-file"
+    assert program.outputs["project"] == "from-stack-file"
+
+
+def test_two_stacks_get_their_own_service_account_ids() -> None:
+    def account_id(stack: str) -> str:
+        program = run_program(BASE, RecordingMocks(), stack=stack)
+        return program.one("gcp:serviceaccount/account:Account").inputs["accountId"]
+
+    assert (account_id("dev"), account_id("prod")) == ("airflow-xcom-backend-dev", "airflow-xcom-backend-prod")
+    long_ids = {account_id("production-europe-west"), account_id("production-europe-east")}
+    assert len(long_ids) == 2 and all(6 <= len(i) <= 30 for i in long_ids), long_ids
+    assert run(serviceAccountId="my-xcom-sa").one("gcp:serviceaccount/account:Account").inputs["accountId"] == (
+        "my-xcom-sa"
+    )
 
 
 def test_key_mode_env_and_secret(default_run: ProgramRun) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,32 @@ def test_defaults(repo_root: Path) -> None:
     assert (parsed.aws.region, parsed.credentials, parsed.aws.user_name) == (
         "us-east-1",
         "access-key",
-        "airflow-xcom",
+        "airflow-xcom-backend-dev",
     )
     assert parsed.aws.kms_key_arn is None and parsed.endpoint_url is None and parsed.gcp is None
+
+
+def test_empty_settings_fall_back_to_the_stacks_provider_config() -> None:
+    aws = parse({}, provider={"aws:region": "ap-southeast-2"}).aws
+    assert aws is not None and aws.region == "ap-southeast-2"
+    assert parse({"region": "eu-west-1"}, provider={"aws:region": "ap-southeast-2"}).aws.region == "eu-west-1"
+    gcp = parse({"cloud": "gcp"}, provider={"gcp:project": "stack-project"}).gcp
+    assert gcp is not None and gcp.project == "stack-project"
+    with pytest.raises(SettingsError, match="from the stack's aws:region"):
+        parse({}, provider={"aws:region": "mars-1"})
+
+
+def test_derived_names_are_unique_per_stack_and_fit_the_clouds_limits() -> None:
+    names = {
+        stack: (parse({}, stack=stack).aws.user_name, parse({"cloud": "gcp", "project": "p-123456"}, stack=stack))
+        for stack in ("dev", "prod", "Prod_EU.1", "x" * 120, "x" * 119 + "y")
+    }
+    aws_names = [aws for aws, _ in names.values()]
+    gcp_ids = [gcp.gcp.service_account_id for _, gcp in names.values()]
+    assert len(set(aws_names)) == len(set(gcp_ids)) == 5
+    assert all(len(name) <= 64 for name in aws_names) and all(6 <= len(i) <= 30 for i in gcp_ids)
+    assert names["dev"][0] == "airflow-xcom-backend-dev"
+    assert names["Prod_EU.1"][1].gcp.service_account_id == "airflow-xcom-backend-prod-eu-1"
 
 
 def test_pulumi_yaml_declares_every_setting_with_type_default_description(repo_root: Path) -> None:
@@ -39,13 +63,16 @@ def test_pulumi_yaml_declares_every_setting_with_type_default_description(repo_r
         assert declared[key.name] == {"type": key.type, "default": key.default, "description": key.description}
 
 
-def test_example_stack_is_valid(repo_root: Path) -> None:
-    document = yaml.safe_load((repo_root / "stacks" / "Pulumi.aws.yaml").read_text())
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+def test_example_stacks_are_valid(repo_root: Path, cloud: str) -> None:
+    document = yaml.safe_load((repo_root / "stacks" / f"Pulumi.{cloud}.yaml").read_text())
     prefix = f"{settings.PROJECT}:"
-    raw = {k.removeprefix(prefix): v for k, v in document["config"].items()}
-    assert all(k.startswith(prefix) for k in document["config"])
-    parsed = parse(raw)
-    assert parsed.tags == {"team": "data", "env": "dev"}
+    raw = {k.removeprefix(prefix): v for k, v in document["config"].items() if k.startswith(prefix)}
+    provider = {k: v for k, v in document["config"].items() if not k.startswith(prefix)}
+    assert set(provider) <= set(settings.PROVIDER_DEFAULT_KEYS)
+    parsed = parse(raw, provider=provider, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert parsed.cloud == cloud and parsed.tags == {"team": "data", "env": "dev"}
+    assert "userName" not in raw and "serviceAccountId" not in raw  # derived per stack
 
 
 def test_cli_filled_defaults_of_other_clouds_are_not_errors() -> None:
@@ -160,6 +187,24 @@ BAD_SETTINGS = [
     ({"cloud": "gcp", "project": "my-project-1", "tags": "Team=Data"}, "tags", "GCP labels"),
     ({"cloud": "gcp", "project": "my-project-1", "credentials": "role"}, "credentials", "key, workload-identity"),
     ({"cloud": "gcp", "project": "my-project-1", "region": "eu-west-1"}, "region", "applies to aws only"),
+    ({"cloud": "gcp", "project": "my-project-1", "softDeleteDays": "3"}, "softDeleteDays", "0 (off) or 7-90"),
+    ({"cloud": "gcp", "project": "my-project-1", "softDeleteDays": "91"}, "softDeleteDays", "0 (off) or 7-90"),
+    ({"cloud": "azure", "sasExpiry": "2099-01-01", "tags": "cost/center=1"}, "tags", "may not contain /"),
+    (
+        {"cloud": "azure", "credentials": "identity", "identityPrincipalType": "User"},
+        "identityPrincipalType",
+        "only applies with identityPrincipalId",
+    ),
+    (
+        {
+            "cloud": "azure",
+            "credentials": "identity",
+            "identityPrincipalId": "11111111-2222-3333-4444-555555555555",
+            "identityPrincipalType": "Device",
+        },
+        "identityPrincipalType",
+        "ServicePrincipal, User, Group",
+    ),
 ]
 
 
