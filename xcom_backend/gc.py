@@ -14,7 +14,7 @@ object that vanished meanwhile is skipped, not an error.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ class StoredObject:
     url: str
     size: int
     modified: datetime | None
+    version: tuple[Any, ...] = ()  # changes when the object is rewritten (timestamps alone have 1 s resolution)
 
 
 @dataclass
@@ -71,7 +72,11 @@ def checked_store() -> Store:
     return store
 
 
-def _rows(where: dict[str, Any] | None = None) -> Iterable[tuple[XComIdentity, Any]]:
+XComRows = Callable[[Mapping[str, Any] | None], Iterable[tuple[XComIdentity, Any]]]
+
+
+def airflow_xcom_rows(where: Mapping[str, Any] | None = None) -> Iterable[tuple[XComIdentity, Any]]:
+    """(coordinates, value) of the metadata DB's XCom rows, optionally only those matching ``where``."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -85,10 +90,10 @@ def _rows(where: dict[str, Any] | None = None) -> Iterable[tuple[XComIdentity, A
             yield XComIdentity(dag_id, run_id, task_id, map_index, key), value
 
 
-def referenced_names(store: Store, where: dict[str, Any] | None = None) -> set[str]:
+def referenced_names(store: Store, rows: XComRows, where: Mapping[str, Any] | None = None) -> set[str]:
     """Names (below the base) of the objects XCom rows point at, read the way the backend reads them."""
     names = set()
-    for owner, value in _rows(where):
+    for owner, value in rows(where):
         if not references.is_reference_shaped(value):
             continue
         try:
@@ -115,20 +120,28 @@ def _modified(info: dict[str, Any]) -> datetime | None:
     return None
 
 
+def _version(info: dict[str, Any]) -> tuple[Any, ...]:
+    """What changes when an object is rewritten: its time, and its entity tag (timestamps have 1 s steps)."""
+    tag = next((info[name] for name in ("ETag", "etag", "generation", "md5Hash") if info.get(name)), None)
+    return (_modified(info), tag)
+
+
 def _old_enough(modified: datetime | None, older_than: timedelta, now: datetime) -> bool:
     # An object of unknown age may belong to a task still running: only --older-than 0 takes it.
     return older_than == timedelta(0) or (modified is not None and now - modified >= older_than)
 
 
-def find_orphans(store: Store, older_than: timedelta, now: datetime | None = None) -> list[StoredObject]:
+def find_orphans(
+    store: Store, older_than: timedelta, rows: XComRows = airflow_xcom_rows, now: datetime | None = None
+) -> list[StoredObject]:
     now = now or datetime.now(timezone.utc)
     listed = store.list_objects()
-    referenced = referenced_names(store)
+    referenced = referenced_names(store, rows)
     orphans = []
     for name, info in sorted(listed.items()):
         modified = _modified(info)
         if name not in referenced and _old_enough(modified, older_than, now):
-            orphans.append(StoredObject(name, store.url_of(name), int(info.get("size") or 0), modified))
+            orphans.append(StoredObject(name, store.url_of(name), int(info.get("size") or 0), modified, _version(info)))
     return orphans
 
 
@@ -144,16 +157,18 @@ def _owner_filter(name: str) -> dict[str, Any] | None:
     return None
 
 
-def delete_orphans(store: Store, orphans: list[StoredObject], older_than: timedelta) -> GcResult:
+def delete_orphans(
+    store: Store, orphans: list[StoredObject], older_than: timedelta, rows: XComRows = airflow_xcom_rows
+) -> GcResult:
     result = GcResult()
     fresh_referenced: set[str] | None = None
     for item in orphans:
         where = _owner_filter(item.name)
         if where is not None:
-            referenced = item.name in referenced_names(store, where)
+            referenced = item.name in referenced_names(store, rows, where)
         else:
             if fresh_referenced is None:
-                fresh_referenced = referenced_names(store)
+                fresh_referenced = referenced_names(store, rows)
             referenced = item.name in fresh_referenced
         if referenced:
             result.kept.append((item, "referenced by an XCom row again"))
@@ -162,8 +177,7 @@ def delete_orphans(store: Store, orphans: list[StoredObject], older_than: timede
         if info is None:
             result.kept.append((item, "already gone"))
             continue
-        modified = _modified(info)
-        if modified != item.modified or not _old_enough(modified, older_than, datetime.now(timezone.utc)):
+        if _version(info) != item.version or not _old_enough(_modified(info), older_than, datetime.now(timezone.utc)):
             result.kept.append((item, "rewritten since it was listed"))
             continue
         if store.delete(item.name):

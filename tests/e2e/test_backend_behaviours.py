@@ -57,9 +57,9 @@ def test_a_deleted_object_fails_the_pulling_task_with_its_url(airflow_on_moto) -
     base = env[contract.PATH_ENV]
     assert "XComObjectMissingError" in output
     assert f"XCom object {base}/xcom_missing_object/" in output
-    assert "PULLED" not in output, "the pull must fail, not return something in place of the value"
+    assert "CONSUMED" not in output, "the task must fail, not run with something in place of its argument"
     states = home.task_states("xcom_missing_object")
-    assert states["pull"] == "failed" and states["push"] == "success"
+    assert states["consume"] == "failed" and states["push"] == "success"
 
 
 def test_gc_finds_exactly_the_orphans_and_deletes_only_them(airflow_on_moto) -> None:
