@@ -10,6 +10,8 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +23,7 @@ from airflow.utils.json import XComEncoder
 from tests.conftest import DeployedStack, deploy
 from tests.stores import ADMIN_CONN_ID, AdminBucket
 from tests.xcom_calls import OWNER, RUN_ID, clear_all_caches, pull, purge, push, trust_in_process
-from xcom_backend import codec, contract, references
+from xcom_backend import codec, contract, gc, references
 from xcom_backend.backend import (
     XComObjectCorruptError,
     XComObjectError,
@@ -337,3 +339,60 @@ def test_version_1_references_still_read(deployment: Deployment) -> None:
     assert pull(v1) == BIG
     assert pull(v1, XComIdentity(dag_id="d", run_id=RUN_ID)) == BIG
     assert pull(v1, XComIdentity("other", RUN_ID, "t", -1, "big")) == v1
+
+
+def default_credentials_env(deployment: Deployment, tmp_path: Path) -> dict[str, str]:
+    """The emitted credential as each cloud's SDK finds it without an Airflow connection (as on an instance
+    role, IRSA or workload identity), for a path that names no connection."""
+    connection = json.loads(deployment.stack.env[contract.connection_env(f"my_{deployment.cloud}_conn")])
+    if deployment.cloud == "aws":
+        return {
+            "AWS_ACCESS_KEY_ID": connection["login"],
+            "AWS_SECRET_ACCESS_KEY": connection["password"],
+            "AWS_ENDPOINT_URL": deployment.stack.server.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    if deployment.cloud == "gcp":
+        keyfile = tmp_path / "key.json"
+        keyfile.write_text(connection["extra"]["keyfile_dict"])
+        keyfile.chmod(0o600)
+        return {
+            "GOOGLE_APPLICATION_CREDENTIALS": str(keyfile),
+            "STORAGE_EMULATOR_HOST": deployment.stack.server.endpoint,
+        }
+    return {"AZURE_STORAGE_CONNECTION_STRING": connection["extra"]["connection_string"]}
+
+
+def test_a_path_without_a_connection_id_uses_the_default_credentials(deployment: Deployment, tmp_path: Path) -> None:
+    for name, value in default_credentials_env(deployment, tmp_path).items():
+        deployment.monkeypatch.setenv(name, value)
+    location = contract.parse_objectstorage_path(deployment.base)
+    deployment.set(contract.connection_env(location.conn_id), None)  # no connection at all
+    deployment.set(contract.PATH_ENV, f"{location.scheme}://{location.bucket}/{location.prefix}")
+    reference = push(BIG)
+    assert reference["url"].startswith(f"{location.scheme}://{location.bucket}/{location.prefix}/d/")
+    assert pull(reference) == BIG
+    purge(reference)
+    assert deployment.key(reference["url"]) not in deployment.stored_keys()
+
+
+def test_a_local_path_works_and_creates_its_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path / "shared" / "xcom"  # does not exist yet
+    monkeypatch.setenv(contract.PATH_ENV, f"file://{base}")
+    monkeypatch.setenv(contract.THRESHOLD_ENV, "1000")
+    clear_all_caches()
+    try:
+        reference = push(BIG)
+        stored = base / "d" / "manual__2026-01-01T00%3A00%3A00%2B00%3A00" / "t" / "-1" / "big.json"
+        assert reference["url"] == f"file://{base}/{stored.relative_to(base)}" and stored.is_file()
+        assert pull(reference) == BIG
+        store, rows = gc.checked_store(), [(OWNER, reference)]
+        assert gc.find_orphans(store, timedelta(0), lambda where=None: rows) == []
+        assert [item.name for item in gc.find_orphans(store, timedelta(0), lambda where=None: [])] == [
+            str(stored.relative_to(base))
+        ]
+        purge(reference)
+        purge(reference)  # already gone
+        assert not stored.exists()
+    finally:
+        clear_all_caches()

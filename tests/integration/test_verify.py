@@ -61,6 +61,28 @@ def test_passes_on_the_emitted_env(cloud: str, request, tmp_path: Path) -> None:
     assert all(check["latency_ms"] is not None for check in timed)
 
 
+def test_passes_on_paths_common_io_accepts_without_a_connection(verify_stack: DeployedStack, tmp_path: Path) -> None:
+    """``s3://<bucket>/<prefix>`` (the SDK's default credentials, as with an instance role) and a local path."""
+    location = contract.parse_objectstorage_path(verify_stack.env[contract.PATH_ENV])
+    key_id, secret = verify_stack.key
+    settings = {k: v for k, v in verify_stack.env.items() if not k.startswith("AIRFLOW_CONN_")}
+    default_credentials = {
+        "AWS_ACCESS_KEY_ID": key_id,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_ENDPOINT_URL": verify_stack.server.endpoint,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for path, client_env in (
+        (f"s3://{location.bucket}/{location.prefix}", default_credentials),
+        (f"file://{tmp_path}/shared/xcom", {}),
+    ):
+        result = run_verify({**settings, contract.PATH_ENV: path}, tmp_path, client_env)
+        assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+        report = json.loads(result.stdout)
+        assert "connection" not in [check["name"] for check in report["checks"]]
+        assert report["checks"][-1]["name"] == "probe: delete"
+
+
 def broken_envs(stack: DeployedStack) -> dict[str, tuple[dict[str, str], str, str]]:
     env = dict(stack.env)
     conn_name = "AIRFLOW_CONN_MY_AWS_CONN"
