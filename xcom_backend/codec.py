@@ -52,12 +52,19 @@ def validate_compression(compression: str | None) -> str | None:
     return compression
 
 
+class _Sink(io.BytesIO):
+    """Where a codec's writer puts its output; some writers (zstandard's) close their target when done."""
+
+    def close(self) -> None:
+        pass
+
+
 def compress(compression: str | None, data: bytes) -> bytes:
     if compression is None:
         return data
     if compression in _STDLIB_COMPRESS:
         return _STDLIB_COMPRESS[compression](data)
-    buffer = io.BytesIO()
+    buffer = _Sink()
     stream = fsspec.compression.compr[compression](buffer, mode="wb")
     stream.write(data)
     stream.close()

@@ -27,7 +27,7 @@ MAX_SEGMENT_BYTES = 255  # one path segment on local filesystems (NAME_MAX); obj
 LONG_NAME_DIR = "_long"
 _V1_NAME_LIMIT = MAX_KEY_BYTES - 256
 # fsspec's suffix for each codec (fsspec.utils.compressions, inverted); kept here so this module needs no
-# third-party import. A codec missing here cannot be named by a reference.
+# third-party import. fsspec registers snappy with no suffix, so common-io (and this backend) refuse it.
 COMPRESSION_SUFFIXES: Mapping[str, str] = {
     "gzip": "gz",
     "bz2": "bz2",
@@ -36,7 +36,6 @@ COMPRESSION_SUFFIXES: Mapping[str, str] = {
     "zip": "zip",
     "zstd": "zst",
     "lz4": "lz4",
-    "snappy": "sz",
 }
 _CODEC_OF_SUFFIX = {suffix: codec for codec, suffix in COMPRESSION_SUFFIXES.items()}
 _UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")

@@ -162,6 +162,7 @@ def write_with_common_io(deployment: Deployment, value: Any, owner: XComIdentity
         url = f"{admin_base}/{owner.dag_id}/{owner.run_id}/{owner.task_id}/{uuid.uuid4()}"
         url += references.compression_suffix(compression)
         buffer = io.BytesIO()
+        buffer.close = lambda: None  # some codecs' writers close their target when they finish
         stream = fsspec.compression.compr[compression](buffer, mode="wb")
         stream.write(json.dumps(value, cls=XComEncoder).encode())
         stream.close()
