@@ -23,13 +23,15 @@ import contextlib
 import contextvars
 import hashlib
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk.bases.xcom import BaseXCom
 
-from xcom_backend import codec, references
+from xcom_backend import codec, contract, references
 from xcom_backend.errors import (
+    XComForeignReferenceError,
     XComObjectCorruptError,
     XComObjectError,
     XComObjectMissingError,
@@ -40,6 +42,7 @@ from xcom_backend.store import clear_caches, configured_location, configured_thr
 
 __all__ = [
     "ObjectStorageXComBackend",
+    "XComForeignReferenceError",
     "XComObjectCorruptError",
     "XComObjectError",
     "XComObjectMissingError",
@@ -66,17 +69,29 @@ def reading_xcom(identity: XComIdentity) -> Iterator[None]:
 
 
 def _expected_identity() -> XComIdentity | None:
-    """Whose value is being read: declared by the pulling call, or else (a lazily iterated mapped-task result,
-    which the SDK reads with the value alone) any XCom of the running task's own DAG run."""
+    """Whose value is being read: declared by the pulling call (get_one, get_all, delete), or — a mapped task's
+    results, which the SDK's LazyXComSequence reads with the value alone — that sequence's task and key."""
     if (declared := _EXPECTED.get()) is not None:
         return declared
-    try:
-        from airflow.sdk import get_current_context
+    return _lazy_sequence_identity()
 
-        ti = get_current_context()["ti"]
-    except Exception:
+
+def _lazy_sequence_identity() -> XComIdentity | None:
+    """The source task, run and key of the LazyXComSequence calling deserialize_value (any map index)."""
+    try:
+        from airflow.sdk.execution_time.lazy_sequence import LazyXComSequence
+    except ImportError:
         return None
-    return XComIdentity(dag_id=ti.dag_id, run_id=ti.run_id)
+    frame = sys._getframe(1)
+    for _ in range(8):  # deserialize_value <- _reference_in <- ... <- LazyXComSequence.__getitem__
+        if frame is None:
+            return None
+        caller = frame.f_locals.get("self")
+        if isinstance(caller, LazyXComSequence):
+            source = caller._xcom_arg.operator
+            return XComIdentity(source.dag_id, caller._ti.run_id, source.task_id, None, caller._xcom_arg.key)
+        frame = frame.f_back
+    return None
 
 
 def _sha256(data: bytes) -> str:
@@ -102,13 +117,22 @@ class ObjectStorageXComBackend(BaseXCom):
         map_index: int | None = None,
     ) -> Any:
         serialized = codec.serialize(value)  # what BaseXCom.serialize_value returns, computed once
+        ambiguous = references.is_reference_shaped(serialized) and references.must_offload(
+            serialized, configured_location()
+        )
+        if ambiguous and configured_location() is None:
+            raise XComObjectError(
+                f"this XCom value carries the key {contract.REFERENCE_MARKER!r}, which marks the backend's references; "
+                "it cannot be kept in the metadata DB unambiguously: rename the key, or configure "
+                f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.PATH_KEY} so it can be offloaded"
+            )
         threshold = configured_threshold()
-        if threshold < 0:  # object storage off: not even the store is resolved
+        if threshold < 0 and not ambiguous:  # object storage off: not even the store is resolved
             return serialized
         data = codec.to_json_bytes(serialized)
-        owner = XComIdentity(dag_id, run_id, task_id, -1 if map_index is None else map_index, key)
-        if len(data) < threshold and not references.must_offload(serialized, configured_location(), owner):
+        if len(data) < threshold and not ambiguous:
             return serialized
+        owner = XComIdentity(dag_id, run_id, task_id, -1 if map_index is None else map_index, key)
         if not owner.exact:
             raise XComObjectError(f"cannot offload an XCom without its dag, run, task and key ({owner.describe()})")
 
@@ -149,7 +173,8 @@ class ObjectStorageXComBackend(BaseXCom):
         try:
             reference = references.resolve(raw, base, owner)
         except XComReferenceError as err:
-            # Junk in a row must never make the task unrunnable: purge runs before every retry.
+            # Nothing that is not this XCom's own object is deleted; and junk in a row must never make the
+            # task unrunnable (purge runs before every retry): said in the log, not raised.
             log.warning("not purging %s: %s", owner.describe(), err)
             return
         if reference is not None:
@@ -271,4 +296,5 @@ def _read(reference: ObjectReference) -> Any:
             f"{reference.stored_size} bytes with {str(reference.checksum)[:19]}..., found {len(stored)} bytes. "
             "It was truncated, overwritten or corrupted; re-run the writing task."
         )
-    return codec.from_json_bytes(codec.decompress(reference.compression, stored))
+    data = codec.decompress(reference.compression, stored)
+    return codec.from_json_bytes(data) if reference.version >= 2 else codec.from_common_io_bytes(data)

@@ -81,7 +81,11 @@ def _gc(args: argparse.Namespace) -> int:
 
     older_than = gc.parse_duration(args.older_than)
     store = gc.checked_store()
-    orphans = gc.find_orphans(store, older_than)
+    scan = gc.find_orphans(store, older_than)
+    orphans = scan.orphans
+    if scan.not_xcom:
+        example = store.url_of(scan.not_xcom[0])
+        print(f"left alone: {len(scan.not_xcom)} objects under the prefix that no XCom backend writes (e.g. {example})")
     for item in orphans:
         modified = item.modified.isoformat(timespec="seconds") if item.modified else "unknown time"
         print(f"{'deleting' if args.delete else 'orphan'} {item.url} ({item.size} bytes, written {modified})")

@@ -20,5 +20,9 @@ class XComReferenceError(XComObjectError, ValueError):
     under a storage path other than the configured one."""
 
 
+class XComForeignReferenceError(XComReferenceError):
+    """A row holds a reference that is not its own XCom's (edited, copied, or written under another path)."""
+
+
 class StoreConfigError(ValueError):
     """A [common.io] setting the backend cannot use; names the setting and what is allowed."""

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from xcom_backend import references
-from xcom_backend.errors import XComReferenceError
+from xcom_backend.errors import XComForeignReferenceError, XComReferenceError
 from xcom_backend.references import XComIdentity
 
 if TYPE_CHECKING:
@@ -98,8 +98,15 @@ def referenced_names(store: Store, rows: XComRows, where: Mapping[str, Any] | No
             continue
         try:
             reference = references.resolve(value, store.location, owner)
+        except XComForeignReferenceError:
+            continue  # names another XCom's object: protects nothing (that XCom's own row does, if it has one)
         except XComReferenceError:
-            continue  # a row the backend refuses to read protects nothing
+            # A reference this version cannot read (a newer backend's during a rolling upgrade, a damaged one):
+            # what it names is kept.
+            url = references.stored_url(value)
+            if url and (name := store.location.relative_name(url)):
+                names.add(name)
+            continue
         if reference is not None:
             names.add(reference.name)
     return names
@@ -131,18 +138,29 @@ def _old_enough(modified: datetime | None, older_than: timedelta, now: datetime)
     return older_than == timedelta(0) or (modified is not None and now - modified >= older_than)
 
 
+@dataclass
+class Scan:
+    orphans: list[StoredObject]
+    not_xcom: list[str]  # objects under the prefix in no shape a backend writes: never deleted
+
+
 def find_orphans(
     store: Store, older_than: timedelta, rows: XComRows = airflow_xcom_rows, now: datetime | None = None
-) -> list[StoredObject]:
+) -> Scan:
     now = now or datetime.now(timezone.utc)
     listed = store.list_objects()
     referenced = referenced_names(store, rows)
-    orphans = []
+    scan = Scan([], [])
     for name, info in sorted(listed.items()):
+        if not references.xcom_shaped(name):
+            scan.not_xcom.append(name)
+            continue
         modified = _modified(info)
         if name not in referenced and _old_enough(modified, older_than, now):
-            orphans.append(StoredObject(name, store.url_of(name), int(info.get("size") or 0), modified, _version(info)))
-    return orphans
+            scan.orphans.append(
+                StoredObject(name, store.url_of(name), int(info.get("size") or 0), modified, _version(info))
+            )
+    return scan
 
 
 def _owner_filter(name: str) -> dict[str, Any] | None:
@@ -173,7 +191,11 @@ def delete_orphans(
         if referenced:
             result.kept.append((item, "referenced by an XCom row again"))
             continue
-        info = store.info(item.name)
+        try:
+            info = store.info(item.name)
+        except PermissionError:  # S3 answers 403, not 404, for a missing key when listing is prefix-limited
+            result.kept.append((item, "could not be checked again (permission denied)"))
+            continue
         if info is None:
             result.kept.append((item, "already gone"))
             continue

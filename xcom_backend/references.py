@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from xcom_backend.contract import REFERENCE_MARKER, ContractError, ObjectStorageLocation, parse_objectstorage_path
-from xcom_backend.errors import XComReferenceError
+from xcom_backend.errors import XComForeignReferenceError, XComReferenceError
 
 REFERENCE_VERSION = 2
 MAX_KEY_BYTES = 1024  # S3 and GCS object names; Azure allows 1024 characters, so at least as many bytes
@@ -79,9 +79,12 @@ def compression_suffix(compression: str | None) -> str:
 
 
 def _segment(value: object) -> str:
-    """A path segment that survives every store: percent-encoded, never '', '.' or '..'."""
+    """A path segment that survives every store: percent-encoded, never '', '.' or '..', never ending in '.'
+    (Azure trims a trailing dot from each segment, so ``t.`` and ``t`` would name the same blob)."""
     text = quote(str(value), safe="-_.~")
-    return text if text.strip(".") else text.replace(".", "%2E") or "%00"
+    if not text.strip("."):
+        return text.replace(".", "%2E") or "%00"
+    return text[:-1] + "%2E" if text.endswith(".") else text
 
 
 def _digest(identity: XComIdentity) -> str:
@@ -139,6 +142,7 @@ class ObjectReference:
     size: int | None = None  # serialized bytes (bundled only)
     stored_size: int | None = None  # bytes in storage (bundled only)
     checksum: str | None = None  # "sha256:<hex>" of the stored bytes (bundled only)
+    version: int = REFERENCE_VERSION  # version 1 wrote its objects with Airflow's XComEncoder, as common-io
 
     @property
     def writer(self) -> str:
@@ -222,7 +226,7 @@ def _bundled(
     else:
         checksum = _field(reference, "checksum", str, url)
     algorithm, _, digest = checksum.partition(":")
-    if algorithm != "sha256" or not _SHA256.match(digest):
+    if algorithm != "sha256" or not _SHA256.fullmatch(digest):
         raise XComReferenceError(f"XCom reference to {url} has an unknown checksum {checksum[:80]!r}")
     try:
         target = parse_objectstorage_path(url)
@@ -244,30 +248,30 @@ def _bundled(
         owner = decode_object_name(tail, compression) or expected or XComIdentity()
         own_name = _v1_object_name(owner, compression) if owner.exact else None
 
-    if name is None:
-        # Written under another bucket or path. Ours only if its tail is this XCom's own name: then the
-        # configured path was changed after the write, which must be said, not papered over.
-        if (
-            own_name
-            and ("/" + target.prefix).endswith("/" + own_name)
-            and (expected is None or expected.agrees_with(owner))
-        ):
-            raise XComReferenceError(
+    # The backend never leaves a dict carrying the marker in the DB as a value (must_offload), so a marker dict
+    # that is not this XCom's own reference is refused loudly, never handed over as if it were the value.
+    if name != own_name:
+        if own_name and ("/" + target.prefix).endswith("/" + own_name):  # its own name, under another path
+            raise XComForeignReferenceError(
                 f"XCom object {url} (written by {owner.describe()}) is not under the configured storage path "
                 f"{base.family}:{base.bucket}/{base.prefix}; was [common.io] xcom_objectstorage_path changed? "
-                "Point it back, or re-run the writing task."
+                "Point it back, or re-run the writing task"
             )
-        return None
-    if name != own_name:
-        return None  # names some other object than the one its own XCom was written to: not honoured
+        raise XComForeignReferenceError(
+            f"XCom reference to {url} does not name the object its own XCom ({owner.describe()}) is written to "
+            f"under {base.family}:{base.bucket}/{base.prefix}; not read (was the row edited?)"
+        )
     if expected is None:
         raise XComReferenceError(
             f"cannot tell which XCom the reference to {url} belongs to; it is only read through "
-            "XCom.get_one/get_all or inside a task"
+            "XCom.get_one/get_all or a mapped task's results"
         )
     if not expected.agrees_with(owner):
-        return None
-    return ObjectReference(url, name, owner, compression, "bundled", size, stored_size, checksum)
+        raise XComForeignReferenceError(
+            f"XCom reference to {url} belongs to {owner.describe()}, not to the XCom being read "
+            f"({expected.describe()}); not read (was the row edited?)"
+        )
+    return ObjectReference(url, name, owner, compression, "bundled", size, stored_size, checksum, version)
 
 
 def common_io_owner(name: str) -> tuple[XComIdentity, str | None] | None:
@@ -280,7 +284,7 @@ def common_io_owner(name: str) -> tuple[XComIdentity, str | None] | None:
     if dot and suffix in _CODEC_OF_SUFFIX:
         stem, compression = head, _CODEC_OF_SUFFIX[suffix]
     stem = stem.removesuffix(".json")
-    if not _UUID4.match(stem) or not all(parts[:3]):
+    if not _UUID4.fullmatch(stem) or not all(parts[:3]):
         return None
     return XComIdentity(parts[0], parts[1], parts[2]), compression
 
@@ -301,17 +305,29 @@ def _common_io(url: str, base: ObjectStorageLocation, expected: XComIdentity | N
     return ObjectReference(url, name, owner, compression, "common-io")
 
 
-def must_offload(value: Any, base: ObjectStorageLocation | None, owner: XComIdentity) -> bool:
-    """A value that would read back as a reference if kept in the DB — a dict carrying our marker, or a string
-    in common-io's key shape for this XCom's own dag/run/task — is offloaded whatever its size, so a row in
-    the DB never holds an ambiguous value."""
+def must_offload(value: Any, base: ObjectStorageLocation | None) -> bool:
+    """A value that could read back as a reference if kept in the DB — a dict carrying our marker, or a string
+    in common-io's key shape under the base (whichever task it names: a pull of a mapped task's results cannot
+    tell the task apart) — is offloaded whatever its size, so a row never holds an ambiguous value."""
     if isinstance(value, dict):
         return REFERENCE_MARKER in value
     if base is None or not isinstance(value, str) or "://" not in value[:64]:
         return False
     name = base.relative_name(value)
-    shaped = common_io_owner(name) if name else None
-    return shaped is not None and shaped[0].agrees_with(owner)
+    return bool(name) and common_io_owner(name) is not None
+
+
+def xcom_shaped(name: str) -> bool:
+    """Could a backend have written an object by this name (below the base)? gc deletes nothing else."""
+    parts = name.split("/")
+    if parts[0] == LONG_NAME_DIR or (len(parts) == 3 and parts[1] == LONG_NAME_DIR):  # v2 / v1 hashed names
+        stem = parts[-1].split(".", 1)[0]
+        return _SHA256.fullmatch(stem) is not None and parts[-1][len(stem) :].startswith(".json")
+    if common_io_owner(name) is not None:
+        return True
+    compression = next((c for c, suffix in COMPRESSION_SUFFIXES.items() if name.endswith(f".json.{suffix}")), None)
+    decoded = decode_object_name(name, compression)
+    return decoded is not None and name in (object_name(decoded, compression), _v1_object_name(decoded, compression))
 
 
 def stored_url(value: Any) -> str | None:

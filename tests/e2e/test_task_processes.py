@@ -102,12 +102,26 @@ def test_another_dags_object_is_never_read_or_deleted(executor_home) -> None:
         rerun(home, run_id)
         assert victim_key in admin.keys("tasks/"), f"the re-run's purge deleted another DAG's object ({planted})"
 
-    # And the attacker's consumer, pulling a planted reference, gets the row's value, not the victim's object.
-    home.set_xcom_value("xcom_attacker", run_id, "value_naming_another_object", "return_value", victim)
-    pulled = home.airflow("tasks", "test", "xcom_attacker", "consume", run_id, timeout=600)
-    assert pulled.returncode == 0, pulled.stdout[-3000:] + pulled.stderr[-3000:]
-    assert "VICTIM-SECRET" not in pulled.stdout + pulled.stderr
-    assert "CONSUMED {'__xcom_object_storage__'" in pulled.stdout + pulled.stderr
+    # And the attacker's consumer, pulling a planted reference, fails naming it: no victim data, no stand-in.
+    for planted in (forged, victim):
+        home.set_xcom_value("xcom_attacker", run_id, "value_naming_another_object", "return_value", planted)
+        pulled = home.airflow("tasks", "test", "xcom_attacker", "consume", run_id, timeout=600)
+        output = pulled.stdout + pulled.stderr
+        assert "VICTIM-SECRET" not in output and "CONSUMED" not in output, output[-3000:]
+        assert "XComForeignReferenceError" in output and victim["url"] in output
+
+
+def test_a_mapped_tasks_results_read_lazily_are_each_tasks_own(executor_home) -> None:
+    _, home = executor_home
+    run(home, "xcom_mapped_reads")
+    tries = home.task_tries("xcom_mapped_reads")
+    assert {task: state for task, (state, _) in tries.items()} == dict.fromkeys(tries, "success"), tries
+    reduced = task_log(home, "xcom_mapped_reads", "reduce")
+    assert "SIBLING-OBJECT-CONTENT" not in reduced, "a plain string came back as another task's object"
+    assert "REDUCED ['" in reduced and "/some_other_task/" in reduced
+    reduce_big = task_log(home, "xcom_mapped_reads", "reduce_big")
+    assert "REDUCE_BIG [5, 6]" in reduce_big and "CALLBACK_READ [5, 6]" in reduce_big
+    assert "MAPPED_OVER_MAPPED 0" in task_log(home, "xcom_mapped_reads", "mapped_over_mapped")
 
 
 def rerun(home: AirflowHome, run_id: str) -> None:

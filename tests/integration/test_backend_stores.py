@@ -4,6 +4,7 @@ with the credential its stack emitted: every store operation on every store, sin
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -18,13 +19,14 @@ from typing import Any
 import fsspec.compression
 import pytest
 from airflow.providers.common.io.xcom import backend as common_io
-from airflow.utils.json import XComEncoder
+from airflow.utils.json import XComDecoder, XComEncoder
 
 from tests.conftest import DeployedStack, deploy
 from tests.stores import ADMIN_CONN_ID, AdminBucket
 from tests.xcom_calls import OWNER, RUN_ID, clear_all_caches, pull, purge, push, trust_in_process
 from xcom_backend import codec, contract, gc, references
 from xcom_backend.backend import (
+    XComForeignReferenceError,
     XComObjectCorruptError,
     XComObjectError,
     XComObjectMissingError,
@@ -186,15 +188,13 @@ def test_reads_common_io_references_written_under_another_connection_id(deployme
     assert pull(url) == {"pad": "c" * 3000}
 
 
-def test_a_missing_object_raises_in_and_out_of_tasks(deployment: Deployment) -> None:
+def test_a_missing_object_raises(deployment: Deployment) -> None:
+    # (Whether a process is inside a task no longer matters: the e2e tests run the consumer in its own process.)
     reference = push(BIG)
     deployment.admin.delete(deployment.key(reference["url"]))
-    for in_task in (False, True):
-        if in_task:
-            deployment.monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "t")
-        with pytest.raises(XComObjectMissingError) as caught:
-            pull(reference)
-        assert reference["url"] in str(caught.value) and "task t" in str(caught.value)
+    with pytest.raises(XComObjectMissingError) as caught:
+        pull(reference)
+    assert reference["url"] in str(caught.value) and "task t" in str(caught.value)
 
 
 def test_a_missing_common_io_object_raises_instead_of_returning_its_url(deployment: Deployment) -> None:
@@ -256,30 +256,47 @@ def test_strings_naming_objects_are_values_unless_they_are_this_xcoms_own(deploy
     )
     for value in (
         victim_url,  # another DAG's object, as a plain string
-        theirs,  # another DAG's common-io object
         f"{deployment.base}/reports/x.csv",  # a task returning a path under the prefix
         f"{deployment.base}/d/{RUN_ID}/t/{uuid.uuid4()}.csv",  # common-io's directory, not its key shape
         "s3://elsewhere/x.json",
     ):
-        assert push(value) == value  # kept in the DB: below the threshold, and not this XCom's own object
+        assert push(value) == value  # kept in the DB: below the threshold, and no reference at all
         assert pull(value) == value, value
         purge(value)
+    # A row edited to hold another DAG's common-io URL (our backend offloads such strings, see below).
+    assert pull(theirs) == theirs
+    purge(theirs)
+    # Rows edited to hold references to B's object: refused loudly on read, ignored (logged) by purge.
     forged = {**victim, "dag_id": "d", "task_id": "t", "key": "big"}  # claims to be ours, names B's object
-    assert pull(forged) == forged
-    purge(forged)
     relabelled = {**victim}  # B's genuine reference copied into A's row
-    assert pull(relabelled) == relabelled
-    purge(relabelled)
+    for planted in (forged, relabelled):
+        with pytest.raises(XComForeignReferenceError, match=victim_url):
+            pull(planted)
+        purge(planted)
     assert deployment.key(victim_url) in deployment.stored_keys() and deployment.key(theirs) in deployment.stored_keys()
     assert pull(victim, XComIdentity("dag_b", RUN_ID, "t", -1, "return_value"))["secret"] == "of dag B"
 
 
-def test_values_that_would_read_back_as_references_are_offloaded(deployment: Deployment) -> None:
-    own_common_io_shape = f"{deployment.base}/d/{RUN_ID}/t/{uuid.uuid4()}"
-    for value in ({contract.REFERENCE_MARKER: "mine", "url": "x"}, own_common_io_shape):
+@pytest.mark.parametrize("threshold", ["1000", "-1"])
+def test_values_that_would_read_back_as_references_are_offloaded(deployment: Deployment, threshold: str) -> None:
+    deployment.set(contract.THRESHOLD_ENV, threshold)  # even with object storage off for everything else
+    for value in (
+        {contract.REFERENCE_MARKER: "mine", "url": "x"},
+        f"{deployment.base}/d/{RUN_ID}/t/{uuid.uuid4()}",  # common-io's shape for this task
+        f"{deployment.base}/other_dag/{RUN_ID}/sibling/{uuid.uuid4()}.gz",  # ... or for any other
+    ):
         stored = push(value)
-        assert isinstance(stored, dict) and stored["v"] == references.REFERENCE_VERSION
+        assert isinstance(stored, dict) and stored["v"] == references.REFERENCE_VERSION, stored
         assert pull(stored) == value
+        assert pull(stored, XComIdentity("d", RUN_ID, "t", None, "big")) == value  # a mapped task's results
+
+
+def test_a_marker_dict_without_a_storage_path_is_refused_when_pushed(deployment: Deployment) -> None:
+    deployment.set(contract.PATH_ENV, None)
+    deployment.set(contract.THRESHOLD_ENV, "-1")
+    with pytest.raises(XComObjectError, match="cannot be kept in the metadata DB unambiguously"):
+        push({contract.REFERENCE_MARKER: "mine"})
+    assert push({"plain": "values"}) == {"plain": "values"}
 
 
 def test_values_kept_in_the_db_never_resolve_the_store(deployment: Deployment, monkeypatch) -> None:
@@ -326,20 +343,26 @@ def test_malformed_references_fail_with_a_clear_error(deployment: Deployment, ch
 
 
 def test_version_1_references_still_read(deployment: Deployment) -> None:
-    reference = push(BIG)
+    # Version 1 wrote json.dumps(value, cls=XComEncoder) and read it back with XComDecoder, as common-io does.
+    value = {"tuple": (1, 2), True: "key", "set": {3}, "pad": "v" * 2000}
+    reference = push(value)
+    written_by_v1 = json.dumps(value, cls=XComEncoder).encode()
+    deployment.admin.put(deployment.key(reference["url"]), written_by_v1)
+    read_by_v1 = json.loads(written_by_v1, cls=XComDecoder)
     v1 = {
         contract.REFERENCE_MARKER: reference[contract.REFERENCE_MARKER],
         "v": 1,
         "url": reference["url"],
-        "size": reference["size"],
-        "stored_size": reference["stored_size"],
-        "sha256": reference["checksum"].split(":", 1)[1],
+        "size": len(written_by_v1),
+        "stored_size": len(written_by_v1),
+        "sha256": hashlib.sha256(written_by_v1).hexdigest(),
         "compression": None,
         "writer": OWNER.describe(),
     }
-    assert pull(v1) == BIG
-    assert pull(v1, XComIdentity(dag_id="d", run_id=RUN_ID)) == BIG
-    assert pull(v1, XComIdentity("other", RUN_ID, "t", -1, "big")) == v1
+    assert pull(v1) == read_by_v1 and read_by_v1["true"] == "key"
+    assert pull(v1, XComIdentity("d", RUN_ID, "t", None, "big")) == read_by_v1
+    with pytest.raises(XComForeignReferenceError):
+        pull(v1, XComIdentity("other", RUN_ID, "t", -1, "big"))
 
 
 def default_credentials_env(deployment: Deployment, tmp_path: Path) -> dict[str, str]:
@@ -388,8 +411,8 @@ def test_a_local_path_works_and_creates_its_directories(tmp_path: Path, monkeypa
         assert reference["url"] == f"file://{base}/{stored.relative_to(base)}" and stored.is_file()
         assert pull(reference) == BIG
         store, rows = gc.checked_store(), [(OWNER, reference)]
-        assert gc.find_orphans(store, timedelta(0), lambda where=None: rows) == []
-        assert [item.name for item in gc.find_orphans(store, timedelta(0), lambda where=None: [])] == [
+        assert gc.find_orphans(store, timedelta(0), lambda where=None: rows).orphans == []
+        assert [item.name for item in gc.find_orphans(store, timedelta(0), lambda where=None: []).orphans] == [
             str(stored.relative_to(base))
         ]
         purge(reference)

@@ -78,7 +78,7 @@ def test_an_empty_prefix_is_listed_with_the_emitted_credential(emitted_env: Depl
     # empty: both denied to a credential limited to "<prefix>/". gc lists "<prefix>/" only.
     store = gc.checked_store()
     assert store.list_objects() == {}
-    assert gc.find_orphans(store, ZERO, Rows()) == []
+    assert gc.find_orphans(store, ZERO, Rows()).orphans == []
 
 
 def test_only_unreferenced_objects_are_orphans_whatever_connection_id_wrote_them(
@@ -86,7 +86,7 @@ def test_only_unreferenced_objects_are_orphans_whatever_connection_id_wrote_them
 ) -> None:
     rows, admin = Rows(), AdminBucket(emitted_env.server, emitted_env.bucket)
     rows.push(owner("live"), BIG)
-    admin.put("gcprefix/gc_dag/orphan/t/-1/return_value.json", b"{}")
+    admin.put("gcprefix/gc_dag/run/orphan/-1/return_value.json", b"{}")
     # The connection is renamed: rows still name the old id; the objects are the same.
     location = contract.parse_objectstorage_path(emitted_env.env[contract.PATH_ENV])
     old_conn = contract.connection_env(location.conn_id)
@@ -94,16 +94,27 @@ def test_only_unreferenced_objects_are_orphans_whatever_connection_id_wrote_them
     monkeypatch.setenv(contract.PATH_ENV, f"{location.scheme}://renamed_conn@{location.bucket}/{location.prefix}")
     monkeypatch.delenv(old_conn)
     clear_all_caches()
-    orphans = gc.find_orphans(gc.checked_store(), ZERO, rows)
-    assert [item.name for item in orphans] == ["gc_dag/orphan/t/-1/return_value.json"]
+    orphans = gc.find_orphans(gc.checked_store(), ZERO, rows).orphans
+    assert [item.name for item in orphans] == ["gc_dag/run/orphan/-1/return_value.json"]
 
 
-def test_foreign_strings_in_rows_protect_nothing_and_steer_nothing(emitted_env: DeployedStack) -> None:
+def test_only_objects_a_backend_writes_are_candidates(emitted_env: DeployedStack) -> None:
     rows, admin = Rows(), AdminBucket(emitted_env.server, emitted_env.bucket)
-    admin.put("gcprefix/reports/x.csv", b"a,b")
-    # A row naming an object that is not its own does not count as a reference to it.
-    rows.rows.append((owner("string"), f"{emitted_env.env[contract.PATH_ENV]}/reports/x.csv"))
-    assert [item.name for item in gc.find_orphans(gc.checked_store(), ZERO, rows)] == ["reports/x.csv"]
+    for key in ("gcprefix/reports/x.csv", "gcprefix/_verify/probe.json", "gcprefix/notes"):
+        admin.put(key, b"a,b")
+    scan = gc.find_orphans(gc.checked_store(), ZERO, rows)
+    assert scan.orphans == [] and scan.not_xcom == ["_verify/probe.json", "notes", "reports/x.csv"]
+
+
+def test_rows_protect_their_own_objects_and_what_they_cannot_read(emitted_env: DeployedStack) -> None:
+    rows = Rows()
+    newer = rows.push(owner("newer"), BIG)
+    rows.rows[-1] = (owner("newer"), {**newer, "v": 3})  # written by a newer backend (rolling upgrade)
+    victim = push(BIG, owner("victim"))  # its row is gone (db clean): an orphan ...
+    rows.rows.append((owner("forger"), {**victim}))  # ... which another row's copied reference does not save
+    rows.rows.append((owner("string"), victim["url"]))  # nor does a string naming it
+    scan = gc.find_orphans(gc.checked_store(), ZERO, rows)
+    assert [item.name for item in scan.orphans] == [object_name(owner("victim"), None)]
 
 
 def test_each_candidate_is_checked_again_right_before_its_delete(emitted_env: DeployedStack) -> None:
@@ -112,7 +123,7 @@ def test_each_candidate_is_checked_again_right_before_its_delete(emitted_env: De
     names = {task: object_name(owner(task), None) for task in "abcd"}
     for task in "abcd":
         push(BIG, owner(task))  # objects whose rows are gone (db clean)
-    orphans = gc.find_orphans(store, ZERO, rows)
+    orphans = gc.find_orphans(store, ZERO, rows).orphans
     assert sorted(item.name for item in orphans) == sorted(names.values())
 
     rows.push(owner("a"), BIG)  # the run was re-created: its task rewrote the same retry-stable name

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xcom_backend import contract, references
-from xcom_backend.errors import XComReferenceError
+from xcom_backend.errors import XComForeignReferenceError, XComReferenceError
 from xcom_backend.references import MAX_KEY_BYTES, XComIdentity, object_name, resolve
 
 BASE = contract.parse_objectstorage_path("s3://my_aws_conn@bucket/xcom")
@@ -68,10 +68,12 @@ def test_readable_names_decode_back_to_their_identity() -> None:
 def test_only_this_xcoms_own_object_is_a_reference() -> None:
     own = reference_for(OWNER)
     assert resolve(own, BASE, OWNER).name == object_name(OWNER, None)
-    assert resolve(reference_for(OTHER), BASE, OWNER) is None  # another DAG's reference copied into this row
+    with pytest.raises(XComForeignReferenceError, match="belongs to dag dag_b"):
+        resolve(reference_for(OTHER), BASE, OWNER)  # another DAG's reference copied into this row
     forged = {**reference_for(OTHER), "dag_id": "dag_a"}  # claims this XCom, names dag_b's object
-    assert resolve(forged, BASE, OWNER) is None
-    assert resolve("s3://my_aws_conn@bucket/xcom/reports/x.csv", BASE, OWNER) is None
+    with pytest.raises(XComForeignReferenceError, match="does not name the object its own XCom"):
+        resolve(forged, BASE, OWNER)
+    assert resolve("s3://my_aws_conn@bucket/xcom/reports/x.csv", BASE, OWNER) is None  # a string: the value
     assert resolve(reference_for(OTHER)["url"], BASE, OWNER) is None  # our name format, as a string
 
 
@@ -93,11 +95,12 @@ def test_a_renamed_connection_or_scheme_alias_still_names_the_same_object() -> N
 
 
 def test_partly_known_owners_match_on_what_is_known() -> None:
-    any_index = XComIdentity("dag_a", RUN, "task", None, "return_value")  # a pull of every map index
+    any_index = XComIdentity("dag_a", RUN, "task", None, "return_value")  # a mapped task's results
     assert resolve(reference_for(replace(OWNER, map_index=3)), BASE, any_index) is not None
-    same_run = XComIdentity(dag_id="dag_a", run_id=RUN)  # a lazily read mapped result in a task of dag_a
-    assert resolve(reference_for(OWNER), BASE, same_run) is not None
-    assert resolve(reference_for(OTHER), BASE, same_run) is None
+    with pytest.raises(XComForeignReferenceError):
+        resolve(reference_for(replace(OWNER, task_id="sibling")), BASE, any_index)
+    any_run = XComIdentity("dag_a", None, "task", -1, "return_value")  # include_prior_dates
+    assert resolve(reference_for(replace(OWNER, run_id="scheduled__x")), BASE, any_run) is not None
 
 
 def test_unknown_owner_or_malformed_references_raise() -> None:
@@ -120,17 +123,43 @@ def test_unknown_owner_or_malformed_references_raise() -> None:
 
 
 def test_a_reference_written_under_another_path_says_so() -> None:
-    with pytest.raises(XComReferenceError, match="not under the configured storage path"):
+    with pytest.raises(XComForeignReferenceError, match=r"was \[common.io\] xcom_objectstorage_path changed"):
         resolve(reference_for(OWNER, "s3://my_aws_conn@bucket/old-prefix"), BASE, OWNER)
-    assert resolve(reference_for(OTHER, "s3://my_aws_conn@bucket/old-prefix"), BASE, OWNER) is None
+    with pytest.raises(XComForeignReferenceError, match="changed"):  # written under a sub-path of the base
+        resolve(reference_for(OWNER, "s3://my_aws_conn@bucket/xcom/sub"), BASE, OWNER)
+    with pytest.raises(XComForeignReferenceError, match="does not name the object"):
+        resolve({**reference_for(OWNER), "url": "s3://my_aws_conn@elsewhere/xcom/x.json"}, BASE, OWNER)
 
 
 def test_values_that_would_read_back_as_references_must_be_offloaded() -> None:
-    assert references.must_offload({contract.REFERENCE_MARKER: 1}, BASE, OWNER)
-    assert references.must_offload(f"s3://c@bucket/xcom/dag_a/{RUN}/task/{uuid.uuid4()}", BASE, OWNER)
-    assert not references.must_offload(f"s3://c@bucket/xcom/dag_b/{RUN}/task/{uuid.uuid4()}", BASE, OWNER)
-    assert not references.must_offload("s3://c@bucket/xcom/reports/x.csv", BASE, OWNER)
-    assert not references.must_offload({"a": 1}, BASE, OWNER)
+    assert references.must_offload({contract.REFERENCE_MARKER: 1}, BASE)
+    assert references.must_offload({contract.REFERENCE_MARKER: 1}, None)
+    for dag in ("dag_a", "dag_b"):  # whichever task it names: a mapped pull cannot tell tasks apart
+        assert references.must_offload(f"s3://c@bucket/xcom/{dag}/{RUN}/task/{uuid.uuid4()}", BASE)
+    assert not references.must_offload("s3://c@bucket/xcom/reports/x.csv", BASE)
+    assert not references.must_offload({"a": 1}, BASE)
+
+
+def test_only_names_a_backend_writes_are_xcom_shaped() -> None:
+    for name in (
+        object_name(OWNER, None),
+        object_name(OWNER, "gzip"),
+        object_name(XComIdentity("д" * 250, RUN, "t", 1, "k"), "zstd"),  # hashed
+        f"dag_a/{RUN}/task/{uuid.uuid4()}",
+        f"dag_a/{RUN}/task/{uuid.uuid4()}.gz",
+        "dag_a/_long/" + "0" * 64 + ".json",  # version 1's hashed names
+    ):
+        assert references.xcom_shaped(name), name
+    for name in ("reports/x.csv", "_verify/x.json", "d/r/t/-1/k.csv", "d/r/t/x/k.json", "_long/abc.json", "a/b"):
+        assert not references.xcom_shaped(name), name
+
+
+def test_segments_never_end_in_a_dot() -> None:
+    # Azure trims a trailing dot from each path segment: "t." and "t" must not name the same blob.
+    dotted, plain = replace(OWNER, task_id="t."), replace(OWNER, task_id="t")
+    assert object_name(dotted, None) != object_name(plain, None)
+    assert all(not segment.endswith(".") for segment in object_name(dotted, None).split("/"))
+    assert references.decode_object_name(object_name(dotted, None), None) == dotted
 
 
 @pytest.mark.parametrize(
