@@ -276,8 +276,10 @@ def _fetch(reference: ObjectReference) -> bytes:
             "deleted, expired by the lifecycle rule, or never completed. Re-run the writing task to recreate it."
         ) from err
     except Exception as err:
+        # S3 answers 403, not 404, for a missing key to a credential that may not list the whole bucket.
+        gone = " (or it is gone: S3 answers a missing object with 403 here)" if isinstance(err, PermissionError) else ""
         raise XComObjectError(
-            f"reading XCom object {reference.url} (written by {reference.writer}) failed: {_cause(err)}"
+            f"reading XCom object {reference.url} (written by {reference.writer}) failed: {_cause(err)}{gone}"
         ) from err
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -68,8 +69,9 @@ def test_gc_finds_exactly_the_orphans_and_deletes_only_them(airflow_on_moto) -> 
         assert home.airflow("dags", "test", "xcom_backend_behaviours").returncode == 0
     referenced = keys_under(stack, "behaviours/")
     admin = stack.server.client("s3")
-    orphans = ["behaviours/orphan-dag/run/task/-1/return_value.json", "behaviours/db-cleaned/x.json.gz"]
-    for key in orphans:
+    # One bundled-named and one common-io-named object whose rows are gone; a file no backend writes.
+    orphans = ["behaviours/orphan-dag/run/task/-1/return_value.json", f"behaviours/db-cleaned/run/t/{uuid.uuid4()}.gz"]
+    for key in [*orphans, "behaviours/reports/x.csv"]:
         admin.put_object(Bucket=stack.bucket, Key=key, Body=b"{}")
     gc = [sys.executable, "-m", "xcom_backend", "gc", "--older-than", "0"]
     dry = subprocess.run(gc, env=home.env, capture_output=True, text=True, timeout=300, check=False)
@@ -78,12 +80,13 @@ def test_gc_finds_exactly_the_orphans_and_deletes_only_them(airflow_on_moto) -> 
     base = env[contract.PATH_ENV].rsplit("/", 1)[0]
     assert listed == sorted(f"{base}/{key}" for key in orphans)
     assert "nothing deleted (dry run)" in dry.stdout
-    assert keys_under(stack, "behaviours/") == sorted(referenced + orphans)
+    assert "left alone: 1 objects under the prefix that no XCom backend writes" in dry.stdout
+    assert keys_under(stack, "behaviours/") == sorted([*referenced, *orphans, "behaviours/reports/x.csv"])
 
     deleted = subprocess.run([*gc, "--delete"], env=home.env, capture_output=True, text=True, timeout=300, check=False)
     assert deleted.returncode == 0, deleted.stderr[-3000:]
     assert "deleted 2 orphaned objects" in deleted.stdout
-    assert keys_under(stack, "behaviours/") == referenced
+    assert keys_under(stack, "behaviours/") == sorted([*referenced, "behaviours/reports/x.csv"])
 
     young = subprocess.run(
         [sys.executable, "-m", "xcom_backend", "gc"],
