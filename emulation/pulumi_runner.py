@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import secrets
 import threading
@@ -151,11 +152,31 @@ def current_registration() -> Registration:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Records every declared resource and answers with plausible provider-computed outputs."""
+    """Records every declared resource and answers with plausible provider-computed outputs.
 
-    def __init__(self) -> None:
+    With a ``seed``, every provider-made value (auto-names, key ids, secrets, principal ids) is derived from
+    the seed and the resource's logical name instead of drawn at random, so two runs of the program can be
+    compared resource by resource (what `pulumi preview` would plan between them) and against a recording.
+    """
+
+    def __init__(self, seed: str | None = None) -> None:
         self.resources: list[DeclaredResource] = []
         self._lock = threading.Lock()
+        self.seed = seed
+
+    def token(self, name: str, purpose: str, nbytes: int) -> str:
+        """``nbytes`` of hex: random, or derived from the seed, the logical name and what it is for."""
+        if self.seed is None:
+            return secrets.token_hex(nbytes)
+        material = f"{self.seed}/{name}/{purpose}".encode()
+        digest = b"".join(hashlib.sha256(material + bytes([i])).digest() for i in range(nbytes // 32 + 1))
+        return digest[:nbytes].hex()
+
+    def auto_name(self, logical_name: str) -> str:
+        return f"{logical_name}-{self.token(logical_name, 'auto-name', 4)[:7]}"
+
+    def uuid(self, name: str, purpose: str) -> str:
+        return str(uuid.UUID(self.token(name, purpose, 16)))
 
     def record(self, args: pulumi.runtime.MockResourceArgs, outputs: dict[str, Any]) -> None:
         resource = DeclaredResource(args.typ, args.name, dict(args.inputs), outputs, current_registration())
@@ -166,21 +187,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
         inputs = dict(args.inputs)
         typ, name = args.typ, args.name
         if typ == "aws:s3/bucket:Bucket":
-            bucket = inputs.get("bucket") or auto_name(name)
+            bucket = inputs.get("bucket") or self.auto_name(name)
             return bucket, {**inputs, "bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
         if typ == "aws:iam/policy:Policy":
-            policy_name = inputs.get("name") or auto_name(name)
+            policy_name = inputs.get("name") or self.auto_name(name)
             arn = f"arn:aws:iam::{FAKE_ACCOUNT}:policy/{policy_name}"
             return arn, {**inputs, "name": policy_name, "arn": arn}
         if typ in ("aws:iam/user:User", "aws:iam/role:Role"):
-            principal = inputs.get("name") or auto_name(name)
+            principal = inputs.get("name") or self.auto_name(name)
             kind = "user" if typ.endswith("User") else "role"
             return principal, {**inputs, "name": principal, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:{kind}/{principal}"}
         if typ == "aws:iam/accessKey:AccessKey":
-            key_id = "AKIA" + secrets.token_hex(8).upper()
-            return key_id, {**inputs, "id": key_id, "secret": secrets.token_urlsafe(30)}
+            key_id = "AKIA" + self.token(name, "key-id", 8).upper()
+            return key_id, {**inputs, "id": key_id, "secret": self.token(name, "secret", 20)}
         if typ == "gcp:storage/bucket:Bucket":
-            bucket = inputs.get("name") or auto_name(name)
+            bucket = inputs.get("name") or self.auto_name(name)
             return bucket, {**inputs, "name": bucket, "url": f"gs://{bucket}"}
         if typ == "gcp:serviceaccount/account:Account":
             email = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
@@ -190,7 +211,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "name": f"projects/{inputs['project']}/serviceAccounts/{email}",
             }
         if typ == "gcp:serviceaccount/key:Key":
-            key_id = secrets.token_hex(20)
+            key_id = self.token(name, "key-id", 20)
             key = {"type": "service_account", "private_key_id": key_id, "private_key": "-----BEGIN PRIVATE KEY-----"}
             encoded = base64.b64encode(json.dumps(key).encode()).decode()
             return key_id, {**inputs, "name": key_id, "privateKey": encoded}
@@ -201,21 +222,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def _azure(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         group_id = f"/subscriptions/{FAKE_SUBSCRIPTION}/resourceGroups/{inputs.get('resourceGroupName')}"
         if typ == "azure-native:resources:ResourceGroup":
-            group = inputs.get("resourceGroupName") or auto_name(name)
+            group = inputs.get("resourceGroupName") or self.auto_name(name)
             return f"/subscriptions/{FAKE_SUBSCRIPTION}/resourceGroups/{group}", {**inputs, "name": group}
         if typ == "azure-native:storage:StorageAccount":
-            account = inputs.get("accountName") or (name + secrets.token_hex(4))[:24]
+            account = inputs.get("accountName") or (name + self.token(name, "account", 4))[:24]
             resource_id = f"{group_id}/providers/Microsoft.Storage/storageAccounts/{account}"
             return resource_id, {**inputs, "name": account, "id": resource_id}
         if typ == "azure-native:storage:BlobContainer":
-            container = inputs.get("containerName") or auto_name(name)
+            container = inputs.get("containerName") or self.auto_name(name)
             account_id = f"{group_id}/providers/Microsoft.Storage/storageAccounts/{inputs['accountName']}"
             return f"{account_id}/blobServices/default/containers/{container}", {**inputs, "name": container}
         if typ == "azure-native:managedidentity:UserAssignedIdentity":
             return f"{group_id}/identities/{name}", {
                 **inputs,
-                "principalId": str(uuid.uuid4()),
-                "clientId": str(uuid.uuid4()),
+                "principalId": self.uuid(name, "principal-id"),
+                "clientId": self.uuid(name, "client-id"),
             }
         return f"{name}-id", inputs
 
@@ -236,13 +257,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
             }
         if args.token == "azure-native:storage:listStorageAccountServiceSAS":  # noqa: S105
             fields = args.args
+            signature = self.token(json.dumps(fields, sort_keys=True), "sig", 32)
             token = (
                 f"sv=2022-11-02&sr={fields['resource']}&sp={fields['permissions']}&spr={fields['protocols']}"
-                f"&se={fields['sharedAccessExpiryTime']}&sig={secrets.token_urlsafe(32)}"
+                f"&se={fields['sharedAccessExpiryTime']}&sig={signature}"
             )
             return {"serviceSasToken": token}
         if args.token == "azure-native:storage:listStorageAccountKeys":  # noqa: S105
-            return {"keys": [{"keyName": "key1", "permissions": "FULL", "value": secrets.token_urlsafe(48)}]}
+            account = args.args["accountName"]
+            return {
+                "keys": [
+                    {"keyName": name, "permissions": "FULL", "value": self.token(account, name, 48)}
+                    for name in ("key1", "key2")
+                ]
+            }
         return {}
 
 
