@@ -23,7 +23,7 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.mocks import MockMonitor
 
 from stacks import program
-from stacks.settings import PROJECT
+from xcom_backend.pulumi.settings import PROJECT
 
 FAKE_ACCOUNT = "123456789012"
 FAKE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000cafe"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stacks import settings
-from stacks.settings import SettingsError, parse
+from xcom_backend.pulumi import settings
+from xcom_backend.pulumi.settings import SettingsError, parse
 
 
 def test_defaults(repo_root: Path) -> None:

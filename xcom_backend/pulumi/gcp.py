@@ -8,9 +8,9 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
-from stacks.env_outputs import airflow_env_outputs
-from stacks.settings import Settings
 from xcom_backend import contract
+from xcom_backend.pulumi.env_outputs import airflow_env_outputs
+from xcom_backend.pulumi.settings import Settings
 
 BASE_LABELS = {"managed-by": "pulumi", "purpose": "airflow-xcom"}
 # The narrowest predefined role that reads, writes, deletes and lists objects (and multipart uploads):

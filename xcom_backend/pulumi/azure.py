@@ -7,9 +7,9 @@ from typing import Any
 import pulumi
 from pulumi_azure_native import authorization, managedidentity, resources, storage
 
-from stacks.env_outputs import airflow_env_outputs
-from stacks.settings import Settings
 from xcom_backend import contract
+from xcom_backend.pulumi.env_outputs import airflow_env_outputs
+from xcom_backend.pulumi.settings import Settings
 
 BASE_TAGS = {"managed-by": "pulumi", "purpose": "airflow-xcom"}
 # Built-in role "Storage Blob Data Contributor": read, write, delete and list blobs; no account management.

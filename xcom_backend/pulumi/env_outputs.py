@@ -6,8 +6,8 @@ from typing import Any
 
 import pulumi
 
-from stacks.settings import Settings
 from xcom_backend import contract
+from xcom_backend.pulumi.settings import Settings
 
 
 def airflow_env_outputs(

@@ -8,9 +8,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from stacks.env_outputs import airflow_env_outputs
-from stacks.settings import Settings
 from xcom_backend import contract
+from xcom_backend.pulumi.env_outputs import airflow_env_outputs
+from xcom_backend.pulumi.settings import Settings
 
 BASE_TAGS = {"managed-by": "pulumi", "purpose": "airflow-xcom"}
 POLICY_NAME = "AirflowXComBackendAWSS3"  # the tutorial's name; Pulumi appends a suffix so stacks never collide
