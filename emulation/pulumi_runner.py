@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import pulumi
@@ -175,6 +176,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def auto_name(self, logical_name: str) -> str:
         return f"{logical_name}-{self.token(logical_name, 'auto-name', 4)[:7]}"
 
+    def timestamp(self) -> str:
+        """When a provider would say the resource was created: now, or a fixed time with a seed."""
+        when = datetime(2026, 1, 1, tzinfo=timezone.utc) if self.seed is not None else datetime.now(timezone.utc)
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
     def uuid(self, name: str, purpose: str) -> str:
         return str(uuid.UUID(self.token(name, purpose, 16)))
 
@@ -199,7 +205,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return principal, {**inputs, "name": principal, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:{kind}/{principal}"}
         if typ == "aws:iam/accessKey:AccessKey":
             key_id = "AKIA" + self.token(name, "key-id", 8).upper()
-            return key_id, {**inputs, "id": key_id, "secret": self.token(name, "secret", 20)}
+            secret = self.token(name, "secret", 20)
+            return key_id, {**inputs, "id": key_id, "secret": secret, "createDate": self.timestamp()}
         if typ == "gcp:storage/bucket:Bucket":
             bucket = inputs.get("name") or self.auto_name(name)
             return bucket, {**inputs, "name": bucket, "url": f"gs://{bucket}"}
@@ -214,7 +221,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             key_id = self.token(name, "key-id", 20)
             key = {"type": "service_account", "private_key_id": key_id, "private_key": "-----BEGIN PRIVATE KEY-----"}
             encoded = base64.b64encode(json.dumps(key).encode()).decode()
-            return key_id, {**inputs, "name": key_id, "privateKey": encoded}
+            validity = {"validAfter": self.timestamp(), "validBefore": "9999-12-31T23:59:59Z"}
+            return key_id, {**inputs, "name": key_id, "privateKey": encoded, **validity}
         if typ.startswith("azure-native:"):
             return self._azure(typ, name, inputs)
         return f"{name}-id", inputs
@@ -272,6 +280,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 ]
             }
         return {}
+
+
+def planned_changes(before: ProgramRun, after: ProgramRun) -> dict[str, str]:
+    """What `pulumi up` would do going from ``before``'s declarations to ``after``'s, per URN:
+    ``create``, ``delete`` or ``update`` (same URN, other inputs); unchanged URNs are left out.
+
+    The engine identifies a resource by its URN (type, parent types and logical name) and diffs its inputs;
+    both runs need seeded mocks so that provider-made values feeding other inputs compare equal.
+    """
+    old = {r.options.urn: r.inputs for r in before.resources}
+    new = {r.options.urn: r.inputs for r in after.resources}
+    changes = {urn: "create" for urn in new.keys() - old.keys()}
+    changes.update({urn: "delete" for urn in old.keys() - new.keys()})
+    changes.update({urn: "update" for urn in old.keys() & new.keys() if old[urn] != new[urn]})
+    return changes
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """Every stack setting, its default and its validation, shared by all clouds.
 
 This module owns the settings table; ``Pulumi.yaml`` declares the same keys (a unit test keeps the two in
-step). It imports no Pulumi or cloud SDK, so bad settings are rejected before anything is declared.
+step), and the XComStorage component takes the same keys as typed arguments and validates them here too. It
+imports no Pulumi or cloud SDK, so bad settings are rejected before anything is declared.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,10 +28,17 @@ ALL = CLOUDS
 @dataclass(frozen=True)
 class Key:
     name: str
-    type: str  # as declared in Pulumi.yaml: string, integer or boolean
+    type: str  # as declared in Pulumi.yaml: string, integer, boolean or array (of strings)
     default: Any
     description: str
     clouds: tuple[str, ...] = ALL
+
+    def declaration(self) -> dict[str, Any]:
+        """The key's entry under ``config:`` in Pulumi.yaml."""
+        declared: dict[str, Any] = {"type": self.type}
+        if self.type == "array":
+            declared["items"] = {"type": "string"}
+        return {**declared, "default": self.default, "description": self.description}
 
 
 KEYS: tuple[Key, ...] = (
@@ -116,6 +125,29 @@ KEYS: tuple[Key, ...] = (
         "boolean",
         False,
         "Allow a plain-http endpointUrl (emulators only; the bucket stays TLS-only on the real cloud).",
+    ),
+    Key(
+        "deployments",
+        "array",
+        [],
+        "Names of the Airflow deployments this stack serves (e.g. [sales, ml]); each gets its own prefix "
+        "<prefix>/<name> (azure: its own container), its own credential limited to it and its own airflow_env. "
+        "Empty: one deployment, as without this setting.",
+    ),
+    Key(
+        "credentialGeneration",
+        "integer",
+        1,
+        "Generation of the credential the env carries (access key, service account key or SAS); raise it by "
+        "one to rotate: pulumi up creates the new credential and emits it in airflow_env.",
+    ),
+    Key(
+        "keepPreviousCredential",
+        "boolean",
+        False,
+        "Keep the previous generation's access key or service account key working while the new env is rolled "
+        "out; set it back to false and run pulumi up to delete it (aws and gcp; azure's previous SAS lives on "
+        "until its expiry or until the account key it was signed with is renewed).",
     ),
     Key(
         "region",
@@ -244,6 +276,12 @@ KEYS: tuple[Key, ...] = (
 KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
 
 AZURE_PRINCIPAL_TYPES = ("ServicePrincipal", "User", "Group")
+# Deployment names become a prefix segment, part of IAM user/role names, service account ids and Azure
+# container names: lowercase letters, digits and single hyphens fit all of them.
+_DEPLOYMENT_RE = re.compile(r"^[a-z](?:[a-z0-9]|-(?=[a-z0-9])){0,39}$")
+MAX_DEPLOYMENTS = 100  # GCP's default quota is 100 service accounts per project; Azure's 100 lifecycle rules
+DEPLOYMENT_PLACEHOLDER = "{deployment}"
+AZURE_CONTAINER_MAX = 63
 # Limits of the names this stack derives per stack (see derived_name).
 AWS_IAM_NAME_MAX = 64
 GCP_ACCOUNT_ID_MAX = 30
@@ -323,6 +361,9 @@ class AzureSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Validated settings. With ``deployments`` empty the stack serves one deployment, exactly as before
+    deployments existed; otherwise each name gets its own prefix (azure: container), credential and env."""
+
     cloud: str
     conn_id: str
     bucket_name: str | None
@@ -338,6 +379,27 @@ class Settings:
     aws: AwsSettings | None = None
     gcp: GcpSettings | None = None
     azure: AzureSettings | None = None
+    deployments: tuple[str, ...] = ()
+    credential_generation: int = 1
+    keep_previous_credential: bool = False
+
+    @property
+    def describes_credential(self) -> bool:
+        """Whether the env also names its deployment and credential (for `xcom-backend verify`).
+
+        Off for a stack without deployments that never rotated, whose env stays what it always was.
+        """
+        return bool(self.deployments) or self.credential_generation > 1
+
+    def deployment_prefix(self, deployment: str | None) -> str:
+        """Where a deployment's XComs live: ``<prefix>/<name>`` (azure: ``<prefix>`` in its own container)."""
+        if deployment is None or self.cloud == "azure":
+            return self.prefix
+        return f"{self.prefix}/{deployment}"
+
+    def units(self) -> list[str | None]:
+        """The deployments to declare; ``[None]`` is the single deployment of a stack without the setting."""
+        return list(self.deployments) or [None]
 
 
 def _qualified(name: str) -> str:
@@ -347,12 +409,13 @@ def _qualified(name: str) -> str:
 class _Reader:
     """Collects every problem instead of stopping at the first, so one run shows them all."""
 
-    def __init__(self, raw: Mapping[str, Any]):
+    def __init__(self, raw: Mapping[str, Any], name_of: Any = _qualified):
         self.raw = raw
         self.problems: list[str] = []
+        self.name_of = name_of  # how a problem names the setting: project:key, or a component's argument
 
     def fail(self, name: str, message: str) -> None:
-        self.problems.append(f"{_qualified(name)}: {message}")
+        self.problems.append(f"{self.name_of(name)}: {message}")
 
     def value(self, name: str) -> Any:
         value = self.raw.get(name)
@@ -445,14 +508,14 @@ def validate_aws_bucket_name(name: str) -> str:
     return name
 
 
-def _parse_aws(reader: _Reader, credentials: str, provider: Mapping[str, str], stack: str) -> AwsSettings:
+def _parse_aws(reader: _Reader, credentials: str, provider: Mapping[str, str], stack: str, project: str) -> AwsSettings:
     region = reader.string("region")
     source = ""
     if not region:
         region, source = provider.get("aws:region") or "us-east-1", " (from the stack's aws:region)"
     if not _AWS_REGION_RE.match(region):
         reader.fail("region", f"{region!r}{source} is not an AWS region name such as us-east-1 or eu-central-1")
-    default_name = derived_name(PROJECT, stack, max_length=AWS_IAM_NAME_MAX)
+    default_name = derived_name(project, stack, max_length=AWS_IAM_NAME_MAX)
     user_name = reader.string("userName") or default_name
     role_name = reader.string("roleName") or default_name
     for name, value in (("userName", user_name), ("roleName", role_name)):
@@ -461,7 +524,7 @@ def _parse_aws(reader: _Reader, credentials: str, provider: Mapping[str, str], s
     principal = reader.string("roleTrustPrincipalArn") or None
     if credentials == "role" and not principal:
         reader.fail("roleTrustPrincipalArn", "is required when credentials=role (the principal that assumes it)")
-    if principal and not _PRINCIPAL_ARN_RE.match(principal):
+    if principal and not _PRINCIPAL_ARN_RE.match(principal.replace(DEPLOYMENT_PLACEHOLDER, "x")):
         reader.fail("roleTrustPrincipalArn", f"{principal!r} is not an IAM role, user or account-root ARN")
     if principal and credentials != "role":
         reader.fail("roleTrustPrincipalArn", "only applies with credentials=role")
@@ -483,7 +546,12 @@ def validate_gcs_bucket_name(name: str) -> str:
 
 
 def _parse_gcp(
-    reader: _Reader, credentials: str, tags: Mapping[str, str], provider: Mapping[str, str], stack: str
+    reader: _Reader,
+    credentials: str,
+    tags: Mapping[str, str],
+    provider: Mapping[str, str],
+    stack: str,
+    pulumi_project: str,
 ) -> GcpSettings:
     project = reader.string("project") or provider.get("gcp:project", "")
     if not project:
@@ -494,7 +562,7 @@ def _parse_gcp(
     if not _GCS_LOCATION_RE.match(location):
         reader.fail("location", f"{location!r} is not a GCS location such as US, EU, ASIA, NAM4 or europe-west1")
     account_id = reader.string("serviceAccountId") or derived_name(
-        PROJECT, stack, max_length=GCP_ACCOUNT_ID_MAX, lowercase=True
+        pulumi_project, stack, max_length=GCP_ACCOUNT_ID_MAX, lowercase=True
     )
     if not _GCP_ACCOUNT_ID_RE.match(account_id):
         reader.fail(
@@ -505,7 +573,7 @@ def _parse_gcp(
     member = reader.string("workloadIdentityMember") or None
     if credentials == "workload-identity" and not member:
         reader.fail("workloadIdentityMember", "is required when credentials=workload-identity")
-    if member and not _GCP_MEMBER_RE.match(member):
+    if member and not _GCP_MEMBER_RE.match(member.replace(DEPLOYMENT_PLACEHOLDER, "x")):
         reader.fail(
             "workloadIdentityMember",
             f"{member!r} is not an IAM member: use serviceAccount:EMAIL, "
@@ -598,6 +666,77 @@ def _parse_azure(reader: _Reader, credentials: str, now: datetime, tags: Mapping
     return AzureSettings(location, group, account, sku, expiry, principal, principal_type)
 
 
+def _parse_deployments(reader: _Reader) -> tuple[str, ...]:
+    """A list of names: a YAML list in the stack file reaches the program as JSON text; a component passes a
+    Python list; "a,b" is accepted too."""
+    value = reader.value("deployments")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                reader.fail("deployments", f"{text!r} is not a list of names such as [sales, ml]")
+                return ()
+        else:
+            value = [part.strip() for part in text.split(",")] if text else []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        reader.fail("deployments", f"must be a list of names such as [sales, ml], got {value!r}")
+        return ()
+    names = [item.strip() for item in value]
+    for name in names:
+        if not _DEPLOYMENT_RE.match(name):
+            reader.fail(
+                "deployments",
+                f"{name!r} is not a deployment name: 1-40 lowercase letters, digits and single hyphens, "
+                "starting with a letter and ending with a letter or digit",
+            )
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        reader.fail("deployments", f"{', '.join(twice)} given more than once")
+    if len(names) > MAX_DEPLOYMENTS:
+        reader.fail("deployments", f"at most {MAX_DEPLOYMENTS} per stack (got {len(names)}); split them over stacks")
+    return tuple(names)
+
+
+# Credential modes with a long-lived secret, the only ones there is anything to rotate in.
+ROTATABLE = {"aws": ("access-key",), "gcp": ("key",), "azure": ("sas", "account-key")}
+
+
+def _parse_rotation(reader: _Reader, cloud: str, credentials: str) -> tuple[int, bool]:
+    generation = reader.integer("credentialGeneration", 1)
+    keep_previous = reader.boolean("keepPreviousCredential")
+    rotatable = credentials in ROTATABLE[cloud]
+    if generation > 1 and not rotatable:
+        reader.fail(
+            "credentialGeneration",
+            f"credentials={credentials} holds no long-lived secret, so there is nothing to rotate; "
+            f"it applies with credentials={' or '.join(ROTATABLE[cloud])}",
+        )
+    if keep_previous and cloud == "azure":
+        reader.fail(
+            "keepPreviousCredential",
+            "is not needed on azure: the previous SAS (or account key) keeps working until its sasExpiry or until "
+            "the account key it was signed with is renewed (see docs/rotation.md)",
+        )
+    elif keep_previous and generation < 2:
+        reader.fail("keepPreviousCredential", "needs credentialGeneration >= 2 (generation 1 has no previous one)")
+    return generation, keep_previous
+
+
+def _check_per_deployment_principal(reader: _Reader, name: str, value: str | None, deployments: tuple[str, ...]):
+    """A given principal must be one per deployment, or each deployment's credential would reach the others'."""
+    if not value:
+        return
+    if deployments and DEPLOYMENT_PLACEHOLDER not in value:
+        reader.fail(
+            name,
+            f"with deployments, each deployment needs its own principal: put {DEPLOYMENT_PLACEHOLDER} in it "
+            f"(replaced by each name), or one principal could read every deployment's XComs",
+        )
+    elif not deployments and DEPLOYMENT_PLACEHOLDER in value:
+        reader.fail(name, f"{DEPLOYMENT_PLACEHOLDER} only applies with deployments")
+
+
 def _parse_endpoint(reader: _Reader) -> str | None:
     endpoint_url = reader.string("endpointUrl") or None
     allow_http = reader.boolean("allowHttpEndpoint")
@@ -619,14 +758,17 @@ def parse(
     now: datetime | None = None,
     stack: str = "dev",
     provider: Mapping[str, str] | None = None,
+    name_of: Any = _qualified,
+    project: str = PROJECT,
 ) -> Settings:
     """Validate raw config (keys without the project prefix); raise SettingsError listing every problem.
 
-    ``stack`` names the Pulumi stack (principal names are derived from it); ``provider`` holds the stack's
-    provider config (``aws:region``, ``gcp:project``) that empty settings fall back to.
+    ``project`` and ``stack`` name the Pulumi stack (principal names are derived from them); ``provider``
+    holds the stack's provider config (``aws:region``, ``gcp:project``) that empty settings fall back to;
+    ``name_of`` says how a problem names a key (``project:key`` for stack config, its argument for a component).
     """
     provider = provider or {}
-    reader = _Reader(raw)
+    reader = _Reader(raw, name_of)
     now = now or datetime.now(timezone.utc)
     for name in sorted(set(raw) - set(KEYS_BY_NAME)):
         reader.fail(name, f"unknown setting; known settings: {', '.join(sorted(KEYS_BY_NAME))}")
@@ -665,8 +807,28 @@ def parse(
             "credentials", f"{credentials!r} is not allowed for {cloud}: use one of {', '.join(CREDENTIALS[cloud])}"
         )
     endpoint_url = _parse_endpoint(reader)
-    aws = _parse_aws(reader, credentials, provider, stack) if cloud == "aws" else None
-    gcp = _parse_gcp(reader, credentials, tags, provider, stack) if cloud == "gcp" else None
+    deployments = _parse_deployments(reader)
+    generation, keep_previous = _parse_rotation(reader, cloud, credentials)
+    _check_per_deployment_principal(
+        reader, "roleTrustPrincipalArn", reader.string("roleTrustPrincipalArn"), deployments
+    )
+    _check_per_deployment_principal(
+        reader, "workloadIdentityMember", reader.string("workloadIdentityMember"), deployments
+    )
+    if deployments and cloud == "azure" and reader.string("identityPrincipalId"):
+        reader.fail(
+            "identityPrincipalId",
+            "one principal for every deployment would let each read the others' containers; leave it empty with "
+            "deployments (a managed identity is created per deployment)",
+        )
+    if deployments and cloud == "azure" and credentials == "account-key":
+        reader.fail("credentials", "account-key cannot keep deployments apart (the key opens every container)")
+    if deployments and cloud == "azure":
+        for deployment in deployments:
+            container = azure_container_name(reader.string("bucketName") or None, deployment)
+            reader.check("deployments", validate_azure_container_name, container)
+    aws = _parse_aws(reader, credentials, provider, stack, project) if cloud == "aws" else None
+    gcp = _parse_gcp(reader, credentials, tags, provider, stack, project) if cloud == "gcp" else None
     azure = _parse_azure(reader, credentials, now, tags) if cloud == "azure" else None
     if cloud == "azure" and credentials == "identity" and endpoint_url:
         reader.fail("endpointUrl", "is not supported with credentials=identity (adlfs then ignores the endpoint)")
@@ -689,7 +851,47 @@ def parse(
         aws=aws,
         gcp=gcp,
         azure=azure,
+        deployments=deployments,
+        credential_generation=generation,
+        keep_previous_credential=keep_previous,
     )
+
+
+def credential_generations(settings: Settings) -> list[int]:
+    """The generations of the rotatable credential to declare: the current one, and the previous one while
+    keepPreviousCredential holds it (AWS allows two access keys per user: exactly these two)."""
+    current = settings.credential_generation
+    return [current - 1, current] if settings.keep_previous_credential else [current]
+
+
+def generation_name(logical_name: str, generation: int) -> str:
+    """Generation 1 keeps the logical name the credential always had; later ones are new resources."""
+    return logical_name if generation == 1 else f"{logical_name}-g{generation}"
+
+
+def deployment_name(base: str, deployment: str | None, *, max_length: int, lowercase: bool = False) -> str:
+    """A principal's or container's name for one deployment: ``<base>-<deployment>``.
+
+    Too long for the cloud's limit, the base is cut and a hash of it added, keeping the deployment's name
+    readable at the end (``airflow-xcom-backend-p-1a2b3c-sales``); a deployment name too long even for that
+    gets derived_name's cut. The single deployment of a stack without ``deployments`` keeps ``base`` itself.
+    """
+    if deployment is None:
+        return base
+    full = derived_name(base, deployment, max_length=10_000, lowercase=lowercase)
+    if len(full) <= max_length:
+        return full
+    digest = hashlib.sha256(base.encode()).hexdigest()[:6]
+    room = max_length - len(deployment) - len(digest) - 2
+    if room < 3:
+        return derived_name(base, deployment, max_length=max_length, lowercase=lowercase)
+    head = derived_name(base, "", max_length=10_000, lowercase=lowercase)[:room].rstrip("-")
+    return f"{head}-{digest}-{deployment}"
+
+
+def azure_container_name(bucket_name: str | None, deployment: str) -> str:
+    """Each deployment's own container: ``<bucketName or xcom>-<deployment>`` (unique within the account)."""
+    return deployment_name(bucket_name or "xcom", deployment, max_length=AZURE_CONTAINER_MAX, lowercase=True)
 
 
 BUCKET_NAME_VALIDATORS = {
