@@ -50,6 +50,7 @@ class DeclaredResource:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     options: Registration = field(default_factory=Registration)
+    id: str | None = None
 
 
 class DestroyRefused(RuntimeError):
@@ -184,8 +185,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def uuid(self, name: str, purpose: str) -> str:
         return str(uuid.UUID(self.token(name, purpose, 16)))
 
-    def record(self, args: pulumi.runtime.MockResourceArgs, outputs: dict[str, Any]) -> None:
-        resource = DeclaredResource(args.typ, args.name, dict(args.inputs), outputs, current_registration())
+    def record(
+        self, args: pulumi.runtime.MockResourceArgs, outputs: dict[str, Any], resource_id: str | None = None
+    ) -> None:
+        resource = DeclaredResource(
+            args.typ, args.name, dict(args.inputs), outputs, current_registration(), resource_id
+        )
         with self._lock:
             self.resources.append(resource)
 
@@ -250,7 +255,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         resource_id, outputs = self.compute(args)
-        self.record(args, outputs)
+        self.record(args, outputs, resource_id)
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -308,19 +313,32 @@ class Deployed:
 
 
 class EmulatorMocks(RecordingMocks):
-    """Base for mocks that really create resources in an emulator and can tear them down again."""
+    """Base for mocks that really create resources in an emulator and can tear them down again.
+
+    ``update_program`` runs the program again on what these mocks deployed, as `pulumi up` on an existing
+    stack: a resource whose URN and inputs are unchanged is kept as it is (same id, same outputs), a new URN
+    is created, and what is no longer declared is deleted afterwards, dependents first.
+    """
 
     def __init__(self, server: Any) -> None:
         super().__init__()
         self.server = server
         self.skipped: list[str] = []  # declared settings the emulator cannot apply, said plainly in the demo
         self.deployed: list[Deployed] = []
+        self.previous: dict[str, DeclaredResource] = {}  # the stack's state while an update runs
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         if pulumi.runtime.is_dry_run():  # a preview creates nothing
             return super().new_resource(args)
+        before = self.previous.get(current_registration().urn)
+        if before is not None:
+            if before.inputs == dict(args.inputs):
+                self.record(args, before.outputs, before.id)
+                return before.id, before.outputs
+            if any(d.urn == before.options.urn for d in self.deployed):
+                raise NotImplementedError(f"the emulator mocks do not model updating {before.options.urn}")
         resource_id, outputs = self.deploy(args)
-        self.record(args, outputs)
+        self.record(args, outputs, resource_id)
         return resource_id, outputs
 
     def deploy(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -389,6 +407,39 @@ def run_program(
 
     run()
     return ProgramRun(list(mocks.resources), collected, secret_names, all_config)
+
+
+def update_program(
+    config: Mapping[str, Any],
+    mocks: EmulatorMocks,
+    *,
+    stack: str = "dev",
+    provider_config: Mapping[str, Any] | None = None,
+) -> tuple[ProgramRun, list[str]]:
+    """`pulumi up` with ``config`` on the stack ``mocks`` deployed before: returns the run and what was deleted.
+
+    Unchanged resources stay (their ids and outputs, so an access key keeps its secret), new ones are created,
+    and resources no longer declared are deleted after the program ran, in `pulumi destroy`'s order among
+    themselves, as the engine deletes removed resources at the end of an update.
+    """
+    with mocks._lock:
+        mocks.previous = {resource.options.urn: resource for resource in mocks.resources}
+        mocks.resources = []
+    try:
+        run = run_program(config, mocks, stack=stack, provider_config=provider_config)
+    finally:
+        previous, mocks.previous = mocks.previous, {}
+    declared = {resource.options.urn for resource in run.resources}
+    removed = [resource for urn, resource in previous.items() if urn not in declared]
+    deleted = []
+    for resource, action in destroy_plan(removed):
+        entries = [d for d in mocks.deployed if d.urn == resource.options.urn]
+        for entry in entries:
+            mocks.deployed.remove(entry)
+            if action == "delete":
+                entry.delete()
+                deleted.append(f"{entry.type} {entry.physical_id}")
+    return run, deleted
 
 
 def _config_text(value: Any) -> str:
