@@ -379,18 +379,21 @@ def run_program(
     stack: str = "dev",
     preview: bool = False,
     provider_config: Mapping[str, Any] | None = None,
+    main: Callable[[], Any] | None = None,
+    project: str = PROJECT,
 ) -> ProgramRun:
-    """Run stacks.program.main with ``config`` (keys without the project prefix) and collect its outputs.
+    """Run stacks.program.main (or another program's ``main``, in Pulumi project ``project``) with ``config``
+    (keys without the project prefix) and collect its outputs: what ``main`` returns, else what it exported.
 
     ``provider_config`` is the stack file's provider keys (``aws:region``, ``aws:profile``, ...).
     """
     # A fresh loop per run: code run in between (asyncio.run in s3fs/Airflow) may have unset the current one.
     asyncio.set_event_loop(asyncio.new_event_loop())
     runtime_settings.set_root_resource(None)
-    all_config = {f"{PROJECT}:{key}": _config_text(value) for key, value in config.items()}
+    all_config = {f"{project}:{key}": _config_text(value) for key, value in config.items()}
     all_config.update({key: _config_text(value) for key, value in (provider_config or {}).items()})
     pulumi.runtime.set_all_config(all_config)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=OptionsMonitor(mocks))
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=OptionsMonitor(mocks))
     collected: dict[str, Any] = {}
     secret_names: set[str] = set()
 
@@ -403,7 +406,11 @@ def run_program(
 
     @pulumi.runtime.test
     def run() -> Any:
-        return asyncio.ensure_future(collect(program.main()))
+        returned = (main or program.main)()
+        if returned is None:  # a program that only calls pulumi.export
+            root = runtime_settings.get_root_resource()
+            returned = dict(getattr(root, "outputs", {}))
+        return asyncio.ensure_future(collect(returned))
 
     run()
     return ProgramRun(list(mocks.resources), collected, secret_names, all_config)
