@@ -474,12 +474,16 @@ def derived_name(project: str, stack: str, *, max_length: int, lowercase: bool =
 
 
 def _parse_tags(reader: _Reader) -> dict[str, str]:
+    """``team=data,env=prod`` from stack config, or a mapping from the component."""
     tags: dict[str, str] = {}
-    text = reader.string("tags")
-    if not text:
-        return tags
-    for pair in text.split(","):
-        tag_key, sep, tag_value = pair.partition("=")
+    value = reader.value("tags")
+    if isinstance(value, Mapping):
+        pairs = [(str(key).strip(), "=", str(item).strip()) for key, item in value.items()]
+    else:
+        text = reader.string("tags")
+        pairs = [pair.partition("=") for pair in text.split(",")] if text else []
+    for tag_key, sep, tag_value in pairs:
+        pair = f"{tag_key}{sep}{tag_value}"
         tag_key, tag_value = tag_key.strip(), tag_value.strip()
         if not sep or not tag_key:
             reader.fail("tags", f"{pair.strip()!r} is not key=value (use e.g. team=data,env=prod)")
