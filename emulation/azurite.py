@@ -146,9 +146,9 @@ class AzuriteMocks(EmulatorMocks):
         return resource_id, outputs
 
     def _create_container(self, name: str) -> None:
-        client = self.server.client()
-        client.create_container(name)  # no public access level: private
-        self._deployed("blob container", name, lambda: client.delete_container(name))
+        self.server.client().create_container(name)  # no public access level: private
+        # A fresh admin client at delete time: the account key may have been renewed since.
+        self._deployed("blob container", name, lambda: self.server.client().delete_container(name))
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         if args.token == "azure-native:storage:listStorageAccountServiceSAS":  # noqa: S105 (a type token)

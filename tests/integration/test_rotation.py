@@ -165,25 +165,28 @@ def test_azure_sas_rotation_signs_with_the_other_key_and_renewing_the_old_key_re
 ) -> None:
     server = azurite_with_keys
     stack = deploy(server, stack="rotation", deployments=["sales"])
-    old = env_of(stack, "sales")
-    azure_round_trip(stack, old, "gen1")
-    assert json.loads(old[contract.CREDENTIAL_ENV])["signed_with"] == "key1"
+    try:
+        old = env_of(stack, "sales")
+        azure_round_trip(stack, old, "gen1")
+        assert json.loads(old[contract.CREDENTIAL_ENV])["signed_with"] == "key1"
 
-    rotated, deleted = redeploy(stack, credentialGeneration=2)
-    assert deleted == []
-    new = env_of(rotated, "sales")
-    assert json.loads(new[contract.CREDENTIAL_ENV]) == {
-        "expires": rotated.config["sasExpiry"],
-        "generation": 2,
-        "kind": "azure-sas",
-        "signed_with": "key2",
-    }
-    azure_round_trip(rotated, old, "old-during-overlap")
-    azure_round_trip(rotated, new, "new-during-overlap")
+        rotated, deleted = redeploy(stack, credentialGeneration=2)
+        assert deleted == []
+        new = env_of(rotated, "sales")
+        assert json.loads(new[contract.CREDENTIAL_ENV]) == {
+            "expires": rotated.config["sasExpiry"],
+            "generation": 2,
+            "kind": "azure-sas",
+            "signed_with": "key2",
+        }
+        azure_round_trip(rotated, old, "old-during-overlap")
+        azure_round_trip(rotated, new, "new-during-overlap")
 
-    server.renew_key("key1")  # az storage account keys renew --key key1
-    azure_round_trip(rotated, new, "new-after")
-    assert sas_container(rotated, new).download_blob("xcom/gen1.json").readall() == b"{}"  # data kept
-    with pytest.raises(HttpResponseError) as refused:
-        azure_round_trip(rotated, old, "old-after")
-    assert refused.value.status_code == 403
+        server.renew_key("key1")  # az storage account keys renew --key key1
+        azure_round_trip(rotated, new, "new-after")
+        assert sas_container(rotated, new).download_blob("xcom/gen1.json").readall() == b"{}"  # data kept
+        with pytest.raises(HttpResponseError) as refused:
+            azure_round_trip(rotated, old, "old-after")
+        assert refused.value.status_code == 403
+    finally:
+        stack.mocks.destroy()
