@@ -122,6 +122,15 @@ def test_bad_arguments_are_named_before_any_resource(arguments: dict[str, Any], 
     assert mocks.resources == []
 
 
+def test_every_bad_argument_is_named_at_once() -> None:
+    with pytest.raises(XComStorageError) as caught:
+        run_component(threshold=-5, treshold=5)
+    assert [problem.split(":")[0] for problem in caught.value.problems] == [
+        'XComStorage("xcom") treshold',
+        'XComStorage("xcom") threshold',
+    ]
+
+
 def test_two_components_in_one_program_get_their_own_resources() -> None:
     def main() -> dict[str, Any]:
         first, second = XComStorage("xcom-a"), XComStorage("xcom-b", cloud="gcp", project="my-project-1")

@@ -79,15 +79,16 @@ class XComStorageError(SettingsError, pulumi.RunError):
 def settings_from_arguments(name: str, arguments: Mapping[str, Any]) -> Settings:
     """Validate the component's keyword arguments with the stack's settings table."""
     component = f'XComStorage("{name}")'
-    unknown = sorted(set(arguments) - set(KEY_OF_ARGUMENT))
-    if unknown:
-        raise XComStorageError(
-            [f"{component} {arg}: unknown argument; known: {', '.join(sorted(KEY_OF_ARGUMENT))}" for arg in unknown]
-        )
-    raw = {KEY_OF_ARGUMENT[arg]: value for arg, value in arguments.items() if value is not None}
+    known = ", ".join(sorted(KEY_OF_ARGUMENT))
+    problems = [
+        f"{component} {arg}: unknown argument; known: {known}" for arg in sorted(set(arguments) - set(KEY_OF_ARGUMENT))
+    ]
+    raw = {
+        KEY_OF_ARGUMENT[arg]: value for arg, value in arguments.items() if arg in KEY_OF_ARGUMENT and value is not None
+    }
     provider = {key: value for key in PROVIDER_DEFAULT_KEYS if (value := runtime_config.get_config(key))}
     try:
-        return parse(
+        settings = parse(
             raw,
             project=pulumi.get_project(),
             # Principal names: <project>-<stack>-<name>, so two components (or stacks) never share one.
@@ -96,7 +97,10 @@ def settings_from_arguments(name: str, arguments: Mapping[str, Any]) -> Settings
             name_of=lambda key: f"{component} {argument_name(key)}",
         )
     except SettingsError as err:
-        raise XComStorageError(err.problems) from None
+        problems += err.problems
+    if problems:  # every bad argument at once, as the stack names every bad setting
+        raise XComStorageError(problems) from None
+    return settings
 
 
 class XComStorage(pulumi.ComponentResource):
