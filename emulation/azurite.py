@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,8 +33,10 @@ AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
 class AzuriteServer:
     emulator: EmulatorProcess
     account_name: str
-    account_key: str
+    account_key: str  # key1
     certificate: LoopbackCertificate
+    account_key2: str = ""
+    restart: Callable[[], EmulatorProcess] | None = None  # start Azurite again on the same port and data
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -47,6 +49,9 @@ class AzuriteServer:
         """The account's blob service URL (path-style, as Azurite serves it on 127.0.0.1)."""
         return f"{self.emulator.endpoint}/{self.account_name}"
 
+    def key(self, name: str) -> str:
+        return {"key1": self.account_key, "key2": self.account_key2}[name]
+
     def client(self, credential: str | None = None) -> BlobServiceClient:
         return BlobServiceClient(
             account_url=self.endpoint,
@@ -54,22 +59,42 @@ class AzuriteServer:
             connection_verify=str(self.certificate.ca_file),
         )
 
+    def renew_key(self, name: str) -> None:
+        """What `az storage account keys renew --key <name>` does: a new value for that key, so every SAS
+        signed with the old one is refused from now on. Azurite reads its keys at start, so it restarts (on
+        the same port, keeping its data on disk)."""
+        if self.restart is None:
+            raise RuntimeError("this Azurite keeps its data in memory; start it with persistent=True to renew keys")
+        fresh = base64.b64encode(secrets.token_bytes(64)).decode()
+        if name == "key1":
+            self.account_key = fresh
+        else:
+            self.account_key2 = fresh
+        self.emulator = self.restart()
+
 
 @contextlib.contextmanager
-def azurite_server(log_dir: Path) -> Iterator[AzuriteServer]:
+def azurite_server(log_dir: Path, *, persistent: bool = False) -> Iterator[AzuriteServer]:
+    """Azurite over HTTPS with one account holding two keys (key1, key2), as a storage account has.
+
+    ``persistent`` keeps blobs on disk under ``log_dir`` so the server can restart with a renewed key.
+    """
     if not AZURITE_BIN.exists():
         raise RuntimeError(f"{AZURITE_BIN} is missing: run `make node_modules` (npm ci) first")
     account = "xcom" + secrets.token_hex(5)
-    key = base64.b64encode(secrets.token_bytes(64)).decode()
+    keys = [base64.b64encode(secrets.token_bytes(64)).decode() for _ in range(2)]
     port = free_port()
     certificate = make_loopback_certificate(Path(log_dir) / f"azurite-tls-{port}")
+    storage_args = (
+        ["--location", str(Path(log_dir) / f"azurite-data-{port}")] if persistent else ["--inMemoryPersistence"]
+    )
     command = [
         str(AZURITE_BIN),
         "--blobHost",
         "127.0.0.1",
         "--blobPort",
         str(port),
-        "--inMemoryPersistence",
+        *storage_args,
         "--skipApiVersionCheck",
         "--loose",
         "--disableProductStyleUrl",
@@ -79,10 +104,24 @@ def azurite_server(log_dir: Path) -> Iterator[AzuriteServer]:
         "--key",
         str(certificate.key_file),
     ]
-    env = {"AZURITE_ACCOUNTS": f"{account}:{key}"}
     probe = f"/{account}?comp=list"
-    with emulator_process("azurite", command, log_dir, port, probe, env, certificate.ca_file) as emulator:
-        yield AzuriteServer(emulator, account, key, certificate)
+    with contextlib.ExitStack() as running:
+
+        def start(server: AzuriteServer | None = None) -> EmulatorProcess:
+            running.close()
+            key1, key2 = (server.account_key, server.account_key2) if server else keys
+            env = {"AZURITE_ACCOUNTS": f"{account}:{key1}:{key2}"}
+            return running.enter_context(
+                emulator_process("azurite", command, log_dir, port, probe, env, certificate.ca_file)
+            )
+
+        server = AzuriteServer(start(), account, keys[0], certificate, keys[1])
+        if persistent:
+            server.restart = lambda: start(server)
+        try:
+            yield server
+        finally:
+            running.close()
 
 
 class AzuriteMocks(EmulatorMocks):
@@ -107,9 +146,9 @@ class AzuriteMocks(EmulatorMocks):
         return resource_id, outputs
 
     def _create_container(self, name: str) -> None:
-        client = self.server.client()
-        client.create_container(name)  # no public access level: private
-        self._deployed("blob container", name, lambda: client.delete_container(name))
+        self.server.client().create_container(name)  # no public access level: private
+        # A fresh admin client at delete time: the account key may have been renewed since.
+        self._deployed("blob container", name, lambda: self.server.client().delete_container(name))
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         if args.token == "azure-native:storage:listStorageAccountServiceSAS":  # noqa: S105 (a type token)
@@ -118,12 +157,17 @@ class AzuriteMocks(EmulatorMocks):
             token = generate_container_sas(
                 account_name=self.server.account_name,
                 container_name=container,
-                account_key=self.server.account_key,
+                account_key=self.server.key(fields.get("keyToSign") or "key1"),
                 permission=ContainerSasPermissions.from_string(fields["permissions"]),
                 expiry=datetime.fromisoformat(fields["sharedAccessExpiryTime"].replace("Z", "+00:00")),
                 protocol=fields["protocols"],
             )
             return {"serviceSasToken": token}
         if args.token == "azure-native:storage:listStorageAccountKeys":  # noqa: S105
-            return {"keys": [{"keyName": "key1", "permissions": "FULL", "value": self.server.account_key}]}
+            return {
+                "keys": [
+                    {"keyName": name, "permissions": "FULL", "value": self.server.key(name)}
+                    for name in ("key1", "key2")
+                ]
+            }
         return super().call(args)

@@ -27,9 +27,9 @@ from dotenv import dotenv_values
 
 from emulation.airflow_run import REPO_ROOT, make_airflow_home, scrubbed_environ, xcom_checks
 from emulation.pulumi_runner import EmulatorMocks, run_program
-from stacks.settings import PROJECT
 from xcom_backend import contract
 from xcom_backend.export import write_private_file
+from xcom_backend.pulumi.settings import PROJECT
 from xcom_backend.references import stored_url
 
 DAG_ID = "custom_xcom_backend_test"

@@ -20,6 +20,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ GCSFS_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
 
 class _TokenHandler(BaseHTTPRequestHandler):
     issued: list[str]
-    public_keys: dict[str, str]  # service account email -> PEM public key of a key the mocks minted
+    # private_key_id -> (service account email, PEM public key) of each key the mocks minted and not deleted
+    public_keys: dict[str, tuple[str, str]]
     members: dict[str, str]  # issued token -> IAM member
 
     def do_POST(self) -> None:
@@ -62,14 +64,15 @@ class _TokenHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload.encode())
 
     def _verified_member(self, assertion: str) -> str | None:
-        """The service account whose minted key signed ``assertion`` (a JWT bearer grant), else None."""
+        """The service account whose key signed ``assertion`` (a JWT bearer grant), if that key exists: as in
+        IAM, a deleted key mints no more tokens (tokens it minted before stay valid until they expire)."""
         try:
-            claims = jwt.decode(assertion, verify=False)
-            public_key = self.public_keys[claims["iss"]]
-            jwt.decode(assertion, certs=public_key, verify=True)
-        except (KeyError, ValueError):
+            header = json.loads(base64.urlsafe_b64decode(assertion.split(".", 1)[0] + "=="))
+            email, public_key = self.public_keys[header["kid"]]
+            claims = jwt.decode(assertion, certs=public_key, verify=True)
+        except (KeyError, ValueError, IndexError):
             return None
-        return f"serviceAccount:{claims['iss']}"
+        return f"serviceAccount:{email}" if claims.get("iss") == email else None
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -82,7 +85,7 @@ class GcsServer:
     emulator: EmulatorProcess
     token_uri: str
     tokens_issued: list[str]
-    public_keys: dict[str, str]
+    public_keys: dict[str, tuple[str, str]]
     iam: GcsIamProxy | None = None
     service_accounts: set[str] = field(default_factory=set)
 
@@ -220,7 +223,10 @@ class GcsMocks(EmulatorMocks):
         email = inputs["serviceAccountId"].rsplit("/", 1)[-1]
         project = email.split("@", 1)[1].split(".", 1)[0]
         key = service_account_key(email, project, self.server.token_uri)
-        self.server.public_keys[email] = public_key_pem(key)
+        key_id = key["private_key_id"]
+        self.server.public_keys[key_id] = (email, public_key_pem(key))
         encoded = base64.b64encode(json.dumps(key).encode()).decode()
-        self._deployed("service account key", key["private_key_id"], lambda: None)
-        return key["private_key_id"], {**inputs, "name": key["private_key_id"], "privateKey": encoded}
+        self._deployed("service account key", key_id, lambda: self.server.public_keys.pop(key_id, None))
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        validity = {"validAfter": now, "validBefore": "9999-12-31T23:59:59Z"}  # user-managed keys do not expire
+        return key_id, {**inputs, "name": key_id, "privateKey": encoded, **validity}

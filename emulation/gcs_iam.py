@@ -346,7 +346,7 @@ class _IamHandler(ForwardingHandler):
         if member is None:
             return _error(401, "Invalid Credentials: no bearer token the local token endpoint issued")
         try:
-            checks = self.proxy.checks_for(self.command, parsed.path, query, dict(self.headers), body)
+            checks = self.proxy.checks_for(self.command, parsed.path, query, self.headers, body)  # case-insensitive
         except Unmapped as err:
             self.proxy.record(Decision(self.command, self.path, member, (), False, f"unmapped: {err}"))
             return _error(403, f"{member}: request not mapped to an IAM permission, denied ({err})")

@@ -240,7 +240,8 @@ class MotoMocks(EmulatorMocks):
         key = iam.create_access_key(UserName=user)["AccessKey"]
         key_id = key["AccessKeyId"]
         self._deployed("access key", key_id, lambda: iam.delete_access_key(UserName=user, AccessKeyId=key_id))
-        return key_id, {**inputs, "id": key_id, "secret": key["SecretAccessKey"]}
+        created = key["CreateDate"].strftime("%Y-%m-%dT%H:%M:%SZ")
+        return key_id, {**inputs, "id": key_id, "secret": key["SecretAccessKey"], "createDate": created}
 
     def _create_Role(self, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         iam = self.server.client("iam")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import secrets
 import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import pulumi
@@ -22,7 +24,7 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.mocks import MockMonitor
 
 from stacks import program
-from stacks.settings import PROJECT
+from xcom_backend.pulumi.settings import PROJECT
 
 FAKE_ACCOUNT = "123456789012"
 FAKE_SUBSCRIPTION = "00000000-0000-0000-0000-00000000cafe"
@@ -48,6 +50,7 @@ class DeclaredResource:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     options: Registration = field(default_factory=Registration)
+    id: str | None = None
 
 
 class DestroyRefused(RuntimeError):
@@ -151,14 +154,43 @@ def current_registration() -> Registration:
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Records every declared resource and answers with plausible provider-computed outputs."""
+    """Records every declared resource and answers with plausible provider-computed outputs.
 
-    def __init__(self) -> None:
+    With a ``seed``, every provider-made value (auto-names, key ids, secrets, principal ids) is derived from
+    the seed and the resource's logical name instead of drawn at random, so two runs of the program can be
+    compared resource by resource (what `pulumi preview` would plan between them) and against a recording.
+    """
+
+    def __init__(self, seed: str | None = None) -> None:
         self.resources: list[DeclaredResource] = []
         self._lock = threading.Lock()
+        self.seed = seed
 
-    def record(self, args: pulumi.runtime.MockResourceArgs, outputs: dict[str, Any]) -> None:
-        resource = DeclaredResource(args.typ, args.name, dict(args.inputs), outputs, current_registration())
+    def token(self, name: str, purpose: str, nbytes: int) -> str:
+        """``nbytes`` of hex: random, or derived from the seed, the logical name and what it is for."""
+        if self.seed is None:
+            return secrets.token_hex(nbytes)
+        material = f"{self.seed}/{name}/{purpose}".encode()
+        digest = b"".join(hashlib.sha256(material + bytes([i])).digest() for i in range(nbytes // 32 + 1))
+        return digest[:nbytes].hex()
+
+    def auto_name(self, logical_name: str) -> str:
+        return f"{logical_name}-{self.token(logical_name, 'auto-name', 4)[:7]}"
+
+    def timestamp(self) -> str:
+        """When a provider would say the resource was created: now, or a fixed time with a seed."""
+        when = datetime(2026, 1, 1, tzinfo=timezone.utc) if self.seed is not None else datetime.now(timezone.utc)
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def uuid(self, name: str, purpose: str) -> str:
+        return str(uuid.UUID(self.token(name, purpose, 16)))
+
+    def record(
+        self, args: pulumi.runtime.MockResourceArgs, outputs: dict[str, Any], resource_id: str | None = None
+    ) -> None:
+        resource = DeclaredResource(
+            args.typ, args.name, dict(args.inputs), outputs, current_registration(), resource_id
+        )
         with self._lock:
             self.resources.append(resource)
 
@@ -166,21 +198,22 @@ class RecordingMocks(pulumi.runtime.Mocks):
         inputs = dict(args.inputs)
         typ, name = args.typ, args.name
         if typ == "aws:s3/bucket:Bucket":
-            bucket = inputs.get("bucket") or auto_name(name)
+            bucket = inputs.get("bucket") or self.auto_name(name)
             return bucket, {**inputs, "bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
         if typ == "aws:iam/policy:Policy":
-            policy_name = inputs.get("name") or auto_name(name)
+            policy_name = inputs.get("name") or self.auto_name(name)
             arn = f"arn:aws:iam::{FAKE_ACCOUNT}:policy/{policy_name}"
             return arn, {**inputs, "name": policy_name, "arn": arn}
         if typ in ("aws:iam/user:User", "aws:iam/role:Role"):
-            principal = inputs.get("name") or auto_name(name)
+            principal = inputs.get("name") or self.auto_name(name)
             kind = "user" if typ.endswith("User") else "role"
             return principal, {**inputs, "name": principal, "arn": f"arn:aws:iam::{FAKE_ACCOUNT}:{kind}/{principal}"}
         if typ == "aws:iam/accessKey:AccessKey":
-            key_id = "AKIA" + secrets.token_hex(8).upper()
-            return key_id, {**inputs, "id": key_id, "secret": secrets.token_urlsafe(30)}
+            key_id = "AKIA" + self.token(name, "key-id", 8).upper()
+            secret = self.token(name, "secret", 20)
+            return key_id, {**inputs, "id": key_id, "secret": secret, "createDate": self.timestamp()}
         if typ == "gcp:storage/bucket:Bucket":
-            bucket = inputs.get("name") or auto_name(name)
+            bucket = inputs.get("name") or self.auto_name(name)
             return bucket, {**inputs, "name": bucket, "url": f"gs://{bucket}"}
         if typ == "gcp:serviceaccount/account:Account":
             email = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
@@ -190,10 +223,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "name": f"projects/{inputs['project']}/serviceAccounts/{email}",
             }
         if typ == "gcp:serviceaccount/key:Key":
-            key_id = secrets.token_hex(20)
+            key_id = self.token(name, "key-id", 20)
             key = {"type": "service_account", "private_key_id": key_id, "private_key": "-----BEGIN PRIVATE KEY-----"}
             encoded = base64.b64encode(json.dumps(key).encode()).decode()
-            return key_id, {**inputs, "name": key_id, "privateKey": encoded}
+            validity = {"validAfter": self.timestamp(), "validBefore": "9999-12-31T23:59:59Z"}
+            return key_id, {**inputs, "name": key_id, "privateKey": encoded, **validity}
         if typ.startswith("azure-native:"):
             return self._azure(typ, name, inputs)
         return f"{name}-id", inputs
@@ -201,27 +235,27 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def _azure(self, typ: str, name: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         group_id = f"/subscriptions/{FAKE_SUBSCRIPTION}/resourceGroups/{inputs.get('resourceGroupName')}"
         if typ == "azure-native:resources:ResourceGroup":
-            group = inputs.get("resourceGroupName") or auto_name(name)
+            group = inputs.get("resourceGroupName") or self.auto_name(name)
             return f"/subscriptions/{FAKE_SUBSCRIPTION}/resourceGroups/{group}", {**inputs, "name": group}
         if typ == "azure-native:storage:StorageAccount":
-            account = inputs.get("accountName") or (name + secrets.token_hex(4))[:24]
+            account = inputs.get("accountName") or (name + self.token(name, "account", 4))[:24]
             resource_id = f"{group_id}/providers/Microsoft.Storage/storageAccounts/{account}"
             return resource_id, {**inputs, "name": account, "id": resource_id}
         if typ == "azure-native:storage:BlobContainer":
-            container = inputs.get("containerName") or auto_name(name)
+            container = inputs.get("containerName") or self.auto_name(name)
             account_id = f"{group_id}/providers/Microsoft.Storage/storageAccounts/{inputs['accountName']}"
             return f"{account_id}/blobServices/default/containers/{container}", {**inputs, "name": container}
         if typ == "azure-native:managedidentity:UserAssignedIdentity":
             return f"{group_id}/identities/{name}", {
                 **inputs,
-                "principalId": str(uuid.uuid4()),
-                "clientId": str(uuid.uuid4()),
+                "principalId": self.uuid(name, "principal-id"),
+                "clientId": self.uuid(name, "client-id"),
             }
         return f"{name}-id", inputs
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         resource_id, outputs = self.compute(args)
-        self.record(args, outputs)
+        self.record(args, outputs, resource_id)
         return resource_id, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -236,14 +270,36 @@ class RecordingMocks(pulumi.runtime.Mocks):
             }
         if args.token == "azure-native:storage:listStorageAccountServiceSAS":  # noqa: S105
             fields = args.args
+            signature = self.token(json.dumps(fields, sort_keys=True), "sig", 32)
             token = (
                 f"sv=2022-11-02&sr={fields['resource']}&sp={fields['permissions']}&spr={fields['protocols']}"
-                f"&se={fields['sharedAccessExpiryTime']}&sig={secrets.token_urlsafe(32)}"
+                f"&se={fields['sharedAccessExpiryTime']}&sig={signature}"
             )
             return {"serviceSasToken": token}
         if args.token == "azure-native:storage:listStorageAccountKeys":  # noqa: S105
-            return {"keys": [{"keyName": "key1", "permissions": "FULL", "value": secrets.token_urlsafe(48)}]}
+            account = args.args["accountName"]
+            return {
+                "keys": [
+                    {"keyName": name, "permissions": "FULL", "value": self.token(account, name, 48)}
+                    for name in ("key1", "key2")
+                ]
+            }
         return {}
+
+
+def planned_changes(before: ProgramRun, after: ProgramRun) -> dict[str, str]:
+    """What `pulumi up` would do going from ``before``'s declarations to ``after``'s, per URN:
+    ``create``, ``delete`` or ``update`` (same URN, other inputs); unchanged URNs are left out.
+
+    The engine identifies a resource by its URN (type, parent types and logical name) and diffs its inputs;
+    both runs need seeded mocks so that provider-made values feeding other inputs compare equal.
+    """
+    old = {r.options.urn: r.inputs for r in before.resources}
+    new = {r.options.urn: r.inputs for r in after.resources}
+    changes = {urn: "create" for urn in new.keys() - old.keys()}
+    changes.update({urn: "delete" for urn in old.keys() - new.keys()})
+    changes.update({urn: "update" for urn in old.keys() & new.keys() if old[urn] != new[urn]})
+    return changes
 
 
 @dataclass
@@ -257,19 +313,32 @@ class Deployed:
 
 
 class EmulatorMocks(RecordingMocks):
-    """Base for mocks that really create resources in an emulator and can tear them down again."""
+    """Base for mocks that really create resources in an emulator and can tear them down again.
+
+    ``update_program`` runs the program again on what these mocks deployed, as `pulumi up` on an existing
+    stack: a resource whose URN and inputs are unchanged is kept as it is (same id, same outputs), a new URN
+    is created, and what is no longer declared is deleted afterwards, dependents first.
+    """
 
     def __init__(self, server: Any) -> None:
         super().__init__()
         self.server = server
         self.skipped: list[str] = []  # declared settings the emulator cannot apply, said plainly in the demo
         self.deployed: list[Deployed] = []
+        self.previous: dict[str, DeclaredResource] = {}  # the stack's state while an update runs
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         if pulumi.runtime.is_dry_run():  # a preview creates nothing
             return super().new_resource(args)
+        before = self.previous.get(current_registration().urn)
+        if before is not None:
+            if before.inputs == dict(args.inputs):
+                self.record(args, before.outputs, before.id)
+                return before.id, before.outputs
+            if any(d.urn == before.options.urn for d in self.deployed):
+                raise NotImplementedError(f"the emulator mocks do not model updating {before.options.urn}")
         resource_id, outputs = self.deploy(args)
-        self.record(args, outputs)
+        self.record(args, outputs, resource_id)
         return resource_id, outputs
 
     def deploy(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
@@ -310,18 +379,21 @@ def run_program(
     stack: str = "dev",
     preview: bool = False,
     provider_config: Mapping[str, Any] | None = None,
+    main: Callable[[], Any] | None = None,
+    project: str = PROJECT,
 ) -> ProgramRun:
-    """Run stacks.program.main with ``config`` (keys without the project prefix) and collect its outputs.
+    """Run stacks.program.main (or another program's ``main``, in Pulumi project ``project``) with ``config``
+    (keys without the project prefix) and collect its outputs: what ``main`` returns, else what it exported.
 
     ``provider_config`` is the stack file's provider keys (``aws:region``, ``aws:profile``, ...).
     """
     # A fresh loop per run: code run in between (asyncio.run in s3fs/Airflow) may have unset the current one.
     asyncio.set_event_loop(asyncio.new_event_loop())
     runtime_settings.set_root_resource(None)
-    all_config = {f"{PROJECT}:{key}": _config_text(value) for key, value in config.items()}
+    all_config = {f"{project}:{key}": _config_text(value) for key, value in config.items()}
     all_config.update({key: _config_text(value) for key, value in (provider_config or {}).items()})
     pulumi.runtime.set_all_config(all_config)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=OptionsMonitor(mocks))
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=OptionsMonitor(mocks))
     collected: dict[str, Any] = {}
     secret_names: set[str] = set()
 
@@ -334,10 +406,47 @@ def run_program(
 
     @pulumi.runtime.test
     def run() -> Any:
-        return asyncio.ensure_future(collect(program.main()))
+        returned = (main or program.main)()
+        if returned is None:  # a program that only calls pulumi.export
+            root = runtime_settings.get_root_resource()
+            returned = dict(getattr(root, "outputs", {}))
+        return asyncio.ensure_future(collect(returned))
 
     run()
     return ProgramRun(list(mocks.resources), collected, secret_names, all_config)
+
+
+def update_program(
+    config: Mapping[str, Any],
+    mocks: EmulatorMocks,
+    *,
+    stack: str = "dev",
+    provider_config: Mapping[str, Any] | None = None,
+) -> tuple[ProgramRun, list[str]]:
+    """`pulumi up` with ``config`` on the stack ``mocks`` deployed before: returns the run and what was deleted.
+
+    Unchanged resources stay (their ids and outputs, so an access key keeps its secret), new ones are created,
+    and resources no longer declared are deleted after the program ran, in `pulumi destroy`'s order among
+    themselves, as the engine deletes removed resources at the end of an update.
+    """
+    with mocks._lock:
+        mocks.previous = {resource.options.urn: resource for resource in mocks.resources}
+        mocks.resources = []
+    try:
+        run = run_program(config, mocks, stack=stack, provider_config=provider_config)
+    finally:
+        previous, mocks.previous = mocks.previous, {}
+    declared = {resource.options.urn for resource in run.resources}
+    removed = [resource for urn, resource in previous.items() if urn not in declared]
+    deleted = []
+    for resource, action in destroy_plan(removed):
+        entries = [d for d in mocks.deployed if d.urn == resource.options.urn]
+        for entry in entries:
+            mocks.deployed.remove(entry)
+            if action == "delete":
+                entry.delete()
+                deleted.append(f"{entry.type} {entry.physical_id}")
+    return run, deleted
 
 
 def _config_text(value: Any) -> str:

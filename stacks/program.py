@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from stacks.settings import PROJECT, PROVIDER_DEFAULT_KEYS, Settings, SettingsError, parse
+from xcom_backend.pulumi.settings import PROJECT, PROVIDER_DEFAULT_KEYS, Settings, SettingsError, parse
 
 COMPONENT_NAME = "airflow-xcom"
 
@@ -27,15 +27,15 @@ def provider_config() -> dict[str, str]:
 def build(settings: Settings) -> pulumi.ComponentResource:
     # Import the selected cloud's SDK only: the others may not even be installed.
     if settings.cloud == "aws":
-        from stacks.aws import AwsXComStorage
+        from xcom_backend.pulumi.aws import AwsXComStorage
 
         return AwsXComStorage(COMPONENT_NAME, settings)
     if settings.cloud == "gcp":
-        from stacks.gcp import GcpXComStorage
+        from xcom_backend.pulumi.gcp import GcpXComStorage
 
         return GcpXComStorage(COMPONENT_NAME, settings)
     if settings.cloud == "azure":
-        from stacks.azure import AzureXComStorage
+        from xcom_backend.pulumi.azure import AzureXComStorage
 
         return AzureXComStorage(COMPONENT_NAME, settings)
     raise SettingsError([f"{PROJECT}:cloud: {settings.cloud!r} is not implemented"])

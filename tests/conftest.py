@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from emulation.gcs_iam import GcsIamProxy
 # gcsfs reads this once, at import: tests in this process that use gcsfs against the emulator need it first.
 os.environ.update(GCSFS_ENV)
 from emulation.moto import MotoMocks, MotoServer, moto_server, with_conditions
-from emulation.pulumi_runner import EmulatorMocks, ProgramRun, run_program
+from emulation.pulumi_runner import EmulatorMocks, ProgramRun, run_program, update_program
 
 FIGURES: list[dict[str, Any]] = []
 
@@ -79,6 +79,8 @@ class DeployedStack:
     run: ProgramRun
     mocks: EmulatorMocks
     server: Any
+    config: dict[str, Any] = field(default_factory=dict)
+    stack: str = "test"
 
     @property
     def env(self) -> dict[str, str]:
@@ -123,7 +125,15 @@ def deploy(server: MotoServer | GcsServer | AzuriteServer, *, stack: str = "test
         mocks = MotoMocks(server)
     allow_http = server.endpoint.startswith("http:")
     config = {"endpointUrl": server.endpoint, "allowHttpEndpoint": allow_http, "forceDestroy": True, **settings}
-    return DeployedStack(run_program(config, mocks, stack=stack), mocks, server)
+    return DeployedStack(run_program(config, mocks, stack=stack), mocks, server, config, stack)
+
+
+def redeploy(deployed: DeployedStack, **changes: Any) -> tuple[DeployedStack, list[str]]:
+    """`pulumi up` on a deployed stack with some settings changed (None removes one); returns the stack as it
+    now is and what the update deleted."""
+    config = {k: v for k, v in {**deployed.config, **changes}.items() if v is not None}
+    run, deleted = update_program(config, deployed.mocks, stack=deployed.stack)
+    return DeployedStack(run, deployed.mocks, deployed.server, config, deployed.stack), deleted
 
 
 @pytest.fixture(scope="module")

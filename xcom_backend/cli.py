@@ -1,4 +1,4 @@
-"""``xcom-backend``: export a stack's env to a deployment, verify it there, collect orphaned XCom objects."""
+"""xcom-backend: export a stack's env to a deployment, verify it there, collect orphaned XCom objects."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from xcom_backend.errors import StoreConfigError
 from xcom_backend.export import FORMATS, ExportError, load_airflow_env, merge_managed_block, write_private_file
 from xcom_backend.gc import GcError
+from xcom_backend.verify import DEFAULT_WARN_DAYS
 
 
 class CommandError(ValueError):
@@ -51,7 +52,7 @@ def _pulumi_outputs(stack: str) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    env = load_airflow_env(_read_input(args))
+    env = load_airflow_env(_read_input(args), args.deployment)
     chosen = FORMATS[args.format]
     output = args.output or chosen.default_output
     if args.format == "dotenv" and output != "-":
@@ -117,18 +118,43 @@ def _verify(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         from xcom_backend.verify import verify
 
-        report = verify(run_probe=not args.no_probe)
+        report = verify(run_probe=not args.no_probe, warn_days=args.warn_days)
     print(report.as_json() if args.json else report.as_text())
     return 0 if report.ok else 1
 
 
+DESCRIPTION = """\
+Object-storage XCom backend for Apache Airflow: export a stack's env to a deployment,
+verify it where Airflow runs, and collect orphaned XCom objects.
+
+Typical use, after pulumi up:
+  pulumi stack output --json --show-secrets | xcom-backend export --output .env
+  xcom-backend verify --env-file .env
+"""
+
+
+def _formats_help() -> str:
+    width = max(len(name) for name in FORMATS)
+    lines = [f"  {name.ljust(width)}  {fmt.summary}" for name, fmt in FORMATS.items()]
+    return "export formats (xcom-backend export --format NAME):\n" + "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xcom-backend", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="xcom-backend",
+        description=DESCRIPTION,
+        epilog=_formats_help() + "\n\nRun xcom-backend COMMAND --help for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     export = commands.add_parser(
         "export",
-        help="write the stack's airflow_env output as a .env file (Astro project, docker compose)",
-        description="Reads `pulumi stack output --json --show-secrets` and writes the Airflow env with mode 0600.",
+        help="write the stack's airflow_env output for a deployment (.env, Astro, Kubernetes, Helm, JSON, shell)",
+        description="Reads the output of pulumi stack output --json --show-secrets (from --input, stdin or\n"
+        "--stack) and writes the Airflow env of one deployment. Files holding credentials get mode 0600;\n"
+        "secrets go to stdout only with --output - --show-secrets.",
+        epilog=_formats_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     export.add_argument("--input", "-i", default="-", help="stack output JSON file, or - for stdin (default)")
     export.add_argument(
@@ -136,10 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="",
         default=None,
-        help="run `pulumi stack output --json --show-secrets` (optionally for STACK) instead of reading --input",
+        help="run pulumi stack output --json --show-secrets (optionally for STACK) instead of reading --input",
     )
     export.add_argument(
-        "--format", "-f", choices=sorted(FORMATS), default="dotenv", help="output format (default dotenv)"
+        "--format",
+        "-f",
+        choices=list(FORMATS),
+        default="dotenv",
+        metavar="FORMAT",
+        help=f"output format: {', '.join(FORMATS)} (default dotenv; each described below)",
+    )
+    export.add_argument(
+        "--deployment",
+        "-d",
+        default=None,
+        metavar="NAME",
+        help="for a stack with deployments: the deployment whose env to write (required there)",
     )
     export.add_argument(
         "--output",
@@ -176,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--env-file", help="a .env file to check (applied over this process's environment)")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("--no-probe", action="store_true", help="skip the write/read/delete probe of the store")
+    check.add_argument(
+        "--warn-days",
+        type=int,
+        default=DEFAULT_WARN_DAYS,
+        metavar="N",
+        help=f"warn when the credential (an Azure SAS) expires within N days (default {DEFAULT_WARN_DAYS})",
+    )
     check.set_defaults(handler=_verify)
     return parser
 

@@ -32,6 +32,12 @@ PATH_ENV = airflow_config_env(AIRFLOW_CONFIG_SECTION, PATH_KEY)
 THRESHOLD_ENV = airflow_config_env(AIRFLOW_CONFIG_SECTION, THRESHOLD_KEY)
 COMPRESSION_ENV = airflow_config_env(AIRFLOW_CONFIG_SECTION, COMPRESSION_KEY)
 
+# Not Airflow settings: they tell `xcom-backend verify` (and whoever reads the env) which deployment of a
+# multi-deployment stack this env is for, and which credential it carries (kind, id, generation, created,
+# expires; never the secret). Stacks without deployments that never rotated do not emit them.
+DEPLOYMENT_ENV = "XCOM_BACKEND_DEPLOYMENT"
+CREDENTIAL_ENV = "XCOM_BACKEND_CREDENTIAL"
+
 BUNDLED_BACKEND = "xcom_backend.backend.ObjectStorageXComBackend"
 COMMON_IO_BACKEND = "airflow.providers.common.io.xcom.backend.XComObjectStorageBackend"
 BACKEND_CLASSES: Mapping[str, str] = {"bundled": BUNDLED_BACKEND, "common-io": COMMON_IO_BACKEND}
@@ -300,6 +306,8 @@ class XComEnv:
     connection: Mapping[str, Any]
     compression: str | None = None
     backend: str = "bundled"
+    deployment: str | None = None
+    credential: Mapping[str, Any] | None = None  # what the connection's credential is, without its secret
 
     def as_env(self) -> dict[str, str]:
         validate_threshold(self.threshold)
@@ -314,6 +322,10 @@ class XComEnv:
         }
         if compression:
             env[COMPRESSION_ENV] = compression
+        if self.deployment:
+            env[DEPLOYMENT_ENV] = self.deployment
+        if self.credential:
+            env[CREDENTIAL_ENV] = json.dumps(dict(self.credential), separators=(",", ":"), sort_keys=True)
         return env
 
 

@@ -29,8 +29,15 @@ class ExportError(ValueError):
     """Input that cannot be turned into a deployment's env."""
 
 
-def load_airflow_env(stack_output_json: str) -> dict[str, str]:
-    """The ``airflow_env`` map from a stack's JSON outputs, checked to hold real values."""
+def deployment_names(outputs: Mapping[str, object]) -> list[str]:
+    """The deployments a stack serves (empty for a stack without the ``deployments`` setting)."""
+    details = outputs.get("deployments")
+    return sorted(details) if isinstance(details, dict) else []
+
+
+def load_airflow_env(stack_output_json: str, deployment: str | None = None) -> dict[str, str]:
+    """The ``airflow_env`` map from a stack's JSON outputs (``deployment``'s, for a stack with deployments),
+    checked to hold real values."""
     try:
         outputs = json.loads(stack_output_json)
     except json.JSONDecodeError as err:
@@ -41,6 +48,19 @@ def load_airflow_env(stack_output_json: str) -> dict[str, str]:
     if env == _MASKED:
         raise ExportError(
             f"'{AIRFLOW_ENV_OUTPUT}' is masked as {_MASKED}: run `pulumi stack output --json --show-secrets`"
+        )
+    names = deployment_names(outputs)
+    if names:
+        if deployment is None:
+            raise ExportError(
+                f"this stack serves {len(names)} deployments ({', '.join(names)}): pass --deployment NAME"
+            )
+        if deployment not in names or not isinstance(env, dict) or deployment not in env:
+            raise ExportError(f"no deployment {deployment!r} in this stack; its deployments: {', '.join(names)}")
+        env = env[deployment]
+    elif deployment is not None:
+        raise ExportError(
+            f"this stack serves a single deployment (it has no deployments setting); drop --deployment {deployment}"
         )
     if not isinstance(env, dict) or not env:
         raise ExportError(f"'{AIRFLOW_ENV_OUTPUT}' must be a non-empty map of environment variables")
@@ -172,13 +192,28 @@ class Format:
     render: Callable[..., str]
     default_output: str
     holds_secrets: bool
+    summary: str  # one line for `xcom-backend --help`
 
 
 FORMATS: Mapping[str, Format] = {
-    "dotenv": Format(lambda env, **_: render_dotenv(env), ".env", True),
-    "astro": Format(render_astro, "astro-variables.sh", True),
-    "k8s-secret": Format(render_k8s_secret, "airflow-xcom-secret.yaml", True),
-    "helm-values": Format(render_helm_values, "-", False),
-    "json": Format(render_json, "airflow-env.json", True),
-    "shell": Format(render_shell, "airflow-env.sh", True),
+    "dotenv": Format(
+        lambda env, **_: render_dotenv(env),
+        ".env",
+        True,
+        "a managed block in a .env file (Astro project, docker compose); the rest of the file is kept",
+    ),
+    "astro": Format(
+        render_astro, "astro-variables.sh", True, "a script of astro deployment variable commands (secrets flagged)"
+    ),
+    "k8s-secret": Format(
+        render_k8s_secret, "airflow-xcom-secret.yaml", True, "a Kubernetes Secret manifest holding the env"
+    ),
+    "helm-values": Format(
+        render_helm_values,
+        "-",
+        False,
+        "values for the apache-airflow Helm chart that put that Secret's keys into every Airflow container",
+    ),
+    "json": Format(render_json, "airflow-env.json", True, "the env as one JSON object"),
+    "shell": Format(render_shell, "airflow-env.sh", True, "export NAME='value' lines for a POSIX shell"),
 }

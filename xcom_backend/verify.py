@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from xcom_backend import contract
 
 OLD_CLASS = "XComObjectStoreBackend"
+DEFAULT_WARN_DAYS = 14  # warn this long before a credential (an Azure SAS) expires
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Check:
     ok: bool
     detail: str
     latency_ms: float | None = None
+    warning: bool = False  # passes, but needs attention soon (a credential about to expire)
 
 
 @dataclass
@@ -36,15 +40,16 @@ class Report:
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
 
-    def add(self, name: str, ok: bool, detail: str, latency_ms: float | None = None) -> bool:
-        self.checks.append(Check(name, ok, detail, latency_ms))
+    def add(self, name: str, ok: bool, detail: str, latency_ms: float | None = None, *, warning: bool = False) -> bool:
+        self.checks.append(Check(name, ok, detail, latency_ms, warning))
         return ok
 
     def as_text(self) -> str:
         lines = []
         for check in self.checks:
             timing = f" ({check.latency_ms:.0f} ms)" if check.latency_ms is not None else ""
-            lines.append(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}{timing}")
+            status = "FAIL" if not check.ok else "WARN" if check.warning else "PASS"
+            lines.append(f"{status}  {check.name}: {check.detail}{timing}")
         failed = sum(not check.ok for check in self.checks)
         lines.append(f"{len(self.checks) - failed} passed, {failed} failed")
         return "\n".join(lines)
@@ -124,6 +129,103 @@ def check_conf(env: Mapping[str, str], report: Report) -> tuple[str | None, int]
     report.add("compression", compression_ok, compression_detail)
     report.add("threshold", threshold >= -1, f"{threshold}: {contract.describe_threshold(threshold)}")
     return path, threshold
+
+
+def check_deployment(env: Mapping[str, str], report: Report) -> None:
+    """Which deployment of a multi-deployment stack this env is for (said first, so a wrong env shows at once)."""
+    if deployment := env.get(contract.DEPLOYMENT_ENV):
+        report.add("deployment", True, f"{deployment} (from {contract.DEPLOYMENT_ENV})")
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _sas_expiry(connection: Mapping[str, Any]) -> datetime | None:
+    """The ``se`` (signed expiry) of a SAS in an Azure connection: as a token or inside a connection string."""
+    extra = connection.get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra or "{}")
+    token = extra.get("sas_token") or ""
+    for part in (extra.get("connection_string") or "").split(";"):
+        if part.startswith("SharedAccessSignature="):
+            token = part.split("=", 1)[1]
+    expiry = urllib.parse.parse_qs(token.lstrip("?")).get("se", [""])[0]
+    return _parse_time(expiry) if expiry else None
+
+
+def _connection_kind(connection: Mapping[str, Any]) -> str:
+    """What kind of credential a connection holds, named as the stacks describe it."""
+    extra = connection.get("extra") or {}
+    extra = json.loads(extra) if isinstance(extra, str) else extra
+    conn_type = connection.get("conn_type", "")
+    if conn_type == "aws":
+        return "aws-access-key" if connection.get("login") else "aws-role" if extra.get("role_arn") else "aws-default"
+    if conn_type == "google_cloud_platform":
+        return "gcp-service-account-key" if extra.get("keyfile_dict") else "gcp-default-credentials"
+    if conn_type == "wasb":
+        text = json.dumps(extra)
+        if "sas_token" in extra or "SharedAccessSignature=" in text:
+            return "azure-sas"
+        return "azure-account-key" if "account_key" in extra or "AccountKey=" in text else "azure-identity"
+    return conn_type or "credential"
+
+
+def _describe_age(created: datetime, now: datetime) -> str:
+    days = (now - created).days
+    return f"created {created:%Y-%m-%d %H:%M} UTC ({days} day{'s' if days != 1 else ''} ago)"
+
+
+def check_credential(
+    env: Mapping[str, str], conn_id: str | None, report: Report, *, warn_days: int, now: datetime | None = None
+) -> None:
+    """The credential's age or expiry: from the stack's description of it (``XCOM_BACKEND_CREDENTIAL``) and, for
+    an Azure SAS, from the token's own expiry; warns ``warn_days`` before a SAS expires and fails after."""
+    now = now or datetime.now(timezone.utc)
+    described: dict[str, Any] = {}
+    if text := env.get(contract.CREDENTIAL_ENV):
+        try:
+            described = json.loads(text)
+        except json.JSONDecodeError:
+            report.add("credential", False, f"{contract.CREDENTIAL_ENV} is not JSON; export the env again")
+            return
+    connection: dict[str, Any] = {}
+    if conn_id and (raw := env.get(f"AIRFLOW_CONN_{conn_id.upper()}", "")).lstrip().startswith("{"):
+        connection = json.loads(raw)
+    if not described and not connection:
+        return  # a connection from a secrets backend: nothing to say here
+    parts = [str(described.get("kind") or _connection_kind(connection))]
+    if described.get("id"):
+        parts.append(str(described["id"]))
+    elif connection.get("login") and connection.get("conn_type") == "aws":
+        parts.append(str(connection["login"]))  # an access key id, not a secret
+    if described.get("generation"):
+        parts.append(f"generation {described['generation']}")
+    if described.get("signed_with"):
+        parts.append(f"signed with {described['signed_with']}")
+    created = _parse_time(str(described.get("created", "")))
+    expires = _sas_expiry(connection) if connection.get("conn_type") == "wasb" else None
+    expires = expires or _parse_time(str(described.get("expires", "")))
+    if created:
+        parts.append(_describe_age(created, now))
+    if expires is None:
+        if not created:
+            parts.append("age unknown: the env does not say when it was created")
+        report.add("credential", True, ", ".join(parts))
+        return
+    left = expires - now
+    days = left.days
+    if left.total_seconds() <= 0:
+        report.add("credential", False, ", ".join([*parts, f"EXPIRED at {expires:%Y-%m-%dT%H:%M:%SZ}; rotate it"]))
+        return
+    parts.append(f"expires {expires:%Y-%m-%dT%H:%M:%SZ} (in {days} day{'s' if days != 1 else ''})")
+    if days < warn_days:
+        parts.append(f"less than {warn_days} days left: rotate it now (docs/rotation.md)")
+    report.add("credential", True, ", ".join(parts), warning=days < warn_days)
 
 
 def _known_scheme(scheme: str) -> bool:
@@ -221,14 +323,19 @@ def probe(report: Report) -> None:
             report.add("probe: compare", equal, "read back what was written" if equal else "content differs")
 
 
-def verify(env: Mapping[str, str] | None = None, *, run_probe: bool = True) -> Report:
+def verify(
+    env: Mapping[str, str] | None = None, *, run_probe: bool = True, warn_days: int = DEFAULT_WARN_DAYS
+) -> Report:
     """Run every check against ``env`` (default: this process's environment), as Airflow reads it."""
     env = dict(os.environ if env is None else env)
     report = Report()
+    check_deployment(env, report)
     check_names(env, report)
     check_backend_class(report)
     path, _ = check_conf(env, report)
     target = check_path(path, report)
-    if target and check_connection(*target, report) and run_probe:
-        probe(report)
+    if target and check_connection(*target, report):
+        check_credential(env, target[1], report, warn_days=warn_days)
+        if run_probe:
+            probe(report)
     return report

@@ -191,3 +191,29 @@ def test_export_and_verify_logs_never_hold_the_secret(verify_stack: DeployedStac
         }
     )
     assert leaks == [] and modes == []
+
+
+@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
+def test_names_the_deployment_it_checked_and_the_credentials_age_or_expiry(cloud: str, request, tmp_path: Path) -> None:
+    server = request.getfixturevalue({"aws": "moto", "gcp": "gcs", "azure": "azurite"}[cloud])
+    stack = deploy(server, stack="verify-deployments", deployments=["sales", "ml"])
+    try:
+        result = run_verify(stack.env["ml"], tmp_path, server.client_env)
+    finally:
+        stack.mocks.destroy()
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    checks = json.loads(result.stdout)["checks"]
+    assert checks[0] == {"name": "deployment", "ok": True, "detail": "ml (from XCOM_BACKEND_DEPLOYMENT)",
+                         "latency_ms": None, "warning": False}  # fmt: skip
+    credential = next(check["detail"] for check in checks if check["name"] == "credential")
+    expected = {
+        "aws": ("aws-access-key, AKIA", "generation 1, created ", "(0 days ago)"),
+        "gcp": ("gcp-service-account-key, ", "generation 1, created ", "(0 days ago)"),
+        # deploy() gives the SAS an hour: verify warns it expires within 14 days
+        "azure": ("azure-sas, generation 1, signed with key1, expires ", "(in 0 days)", "rotate it now"),
+    }[cloud]
+    assert all(part in credential for part in expected), credential
+    warned = next(check["warning"] for check in checks if check["name"] == "credential")
+    assert warned == (cloud == "azure")
+    paths = [check["detail"] for check in checks if check["name"] == "probe: write"]
+    assert "/xcom/ml/" in paths[0] or (cloud == "azure" and "@xcom-ml/xcom/" in paths[0])

@@ -282,7 +282,7 @@ def test_bad_settings_stop_the_program_before_any_resource(config: dict, message
 
 def test_only_the_selected_clouds_sdk_is_imported(repo_root) -> None:
     probe = (
-        "import sys; import stacks.program, stacks.settings; "
+        "import sys; import stacks.program, stacks.settings, xcom_backend.pulumi.settings; "
         "assert not [m for m in sys.modules if m.startswith(('pulumi_aws', 'pulumi_gcp', 'pulumi_azure'))]; "
         "from emulation.pulumi_runner import run_program, RecordingMocks; run_program({}, RecordingMocks()); "
         "assert 'pulumi_aws' in sys.modules; "

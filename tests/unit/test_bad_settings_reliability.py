@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulation.pulumi_runner import RecordingMocks, run_program
-from stacks import settings as stack_settings
-from stacks.settings import SettingsError, parse
 from tests.unit.test_settings import BAD_SETTINGS
+from xcom_backend.pulumi import settings as stack_settings
+from xcom_backend.pulumi.settings import SettingsError, parse
 
 pytestmark = pytest.mark.reliability
 KEY_NAMES = sorted(stack_settings.KEYS_BY_NAME)

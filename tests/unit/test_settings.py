@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stacks import settings
-from stacks.settings import SettingsError, parse
+from xcom_backend.pulumi import settings
+from xcom_backend.pulumi.settings import SettingsError, parse
 
 
 def test_defaults(repo_root: Path) -> None:
@@ -60,7 +60,8 @@ def test_pulumi_yaml_declares_every_setting_with_type_default_description(repo_r
     declared = project["config"]
     assert set(declared) == set(settings.KEYS_BY_NAME)
     for key in settings.KEYS:
-        assert declared[key.name] == {"type": key.type, "default": key.default, "description": key.description}
+        assert declared[key.name] == key.declaration()
+        assert declared[key.name]["type"] in ("string", "integer", "boolean", "array")
 
 
 @pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
@@ -189,6 +190,55 @@ BAD_SETTINGS = [
     ({"cloud": "gcp", "project": "my-project-1", "region": "eu-west-1"}, "region", "applies to aws only"),
     ({"cloud": "gcp", "project": "my-project-1", "softDeleteDays": "3"}, "softDeleteDays", "0 (off) or 7-90"),
     ({"cloud": "gcp", "project": "my-project-1", "softDeleteDays": "91"}, "softDeleteDays", "0 (off) or 7-90"),
+    ({"deployments": '["Sales"]'}, "deployments", "not a deployment name"),
+    ({"deployments": '["a--b"]'}, "deployments", "single hyphens"),
+    ({"deployments": "[sales"}, "deployments", "not a list of names"),
+    ({"deployments": '["ml", "ml"]'}, "deployments", "ml given more than once"),
+    ({"deployments": [f"d{i}" for i in range(101)]}, "deployments", "at most 100"),
+    ({"credentialGeneration": "0"}, "credentialGeneration", ">= 1"),
+    (
+        {"credentials": "role", "roleTrustPrincipalArn": "arn:aws:iam::123456789012:role/x", "credentialGeneration": 2},
+        "credentialGeneration",
+        "nothing to rotate",
+    ),
+    ({"keepPreviousCredential": "true"}, "keepPreviousCredential", "needs credentialGeneration >= 2"),
+    (
+        {"cloud": "azure", "sasExpiry": "2099-01-01", "credentialGeneration": 2, "keepPreviousCredential": True},
+        "keepPreviousCredential",
+        "not needed on azure",
+    ),
+    (
+        {"credentials": "role", "roleTrustPrincipalArn": "arn:aws:iam::123456789012:role/x", "deployments": ["a"]},
+        "roleTrustPrincipalArn",
+        "each deployment needs its own principal",
+    ),
+    (
+        {"credentials": "role", "roleTrustPrincipalArn": "arn:aws:iam::123456789012:role/{deployment}"},
+        "roleTrustPrincipalArn",
+        "only applies with deployments",
+    ),
+    (
+        {
+            "cloud": "gcp",
+            "project": "my-project-1",
+            "credentials": "workload-identity",
+            "workloadIdentityMember": "serviceAccount:a@b.iam.gserviceaccount.com",
+            "deployments": ["a", "b"],
+        },
+        "workloadIdentityMember",
+        "each deployment needs its own principal",
+    ),
+    (
+        {
+            "cloud": "azure",
+            "credentials": "identity",
+            "identityPrincipalId": "11111111-2222-3333-4444-555555555555",
+            "deployments": ["a"],
+        },
+        "identityPrincipalId",
+        "managed identity is created per deployment",
+    ),
+    ({"cloud": "azure", "credentials": "account-key", "deployments": ["a"]}, "credentials", "opens every container"),
     ({"cloud": "azure", "sasExpiry": "2099-01-01", "tags": "cost/center=1"}, "tags", "may not contain /"),
     (
         {"cloud": "azure", "credentials": "identity", "identityPrincipalType": "User"},
