@@ -125,14 +125,26 @@ def deploy(server: MotoServer | GcsServer | AzuriteServer, *, stack: str = "test
         mocks = MotoMocks(server)
     allow_http = server.endpoint.startswith("http:")
     config = {"endpointUrl": server.endpoint, "allowHttpEndpoint": allow_http, "forceDestroy": True, **settings}
-    return DeployedStack(run_program(config, mocks, stack=stack), mocks, server, config, stack)
+    run = run_program(_settings(config), mocks, stack=stack, provider_config=_provider_keys(config))
+    return DeployedStack(run, mocks, server, config, stack)
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if ":" not in key}
+
+
+def _provider_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """Keys such as ``aws:region`` are the stack's provider config, not the program's settings."""
+    return {key: value for key, value in config.items() if ":" in key}
 
 
 def redeploy(deployed: DeployedStack, **changes: Any) -> tuple[DeployedStack, list[str]]:
     """`pulumi up` on a deployed stack with some settings changed (None removes one); returns the stack as it
     now is and what the update deleted."""
     config = {k: v for k, v in {**deployed.config, **changes}.items() if v is not None}
-    run, deleted = update_program(config, deployed.mocks, stack=deployed.stack)
+    run, deleted = update_program(
+        _settings(config), deployed.mocks, stack=deployed.stack, provider_config=_provider_keys(config)
+    )
     return DeployedStack(run, deployed.mocks, deployed.server, config, deployed.stack), deleted
 
 

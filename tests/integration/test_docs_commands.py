@@ -1,12 +1,17 @@
-"""Every command block of the docs pages runs, in order, on the emulators.
+"""Every command block of the README and the docs pages runs, in order, on the emulators.
 
 A ``sh`` block is preceded by ``<!-- docs-test: aws, gcp, azure -->`` (the clouds it is run on) or
 ``<!-- docs-test: not run (why) -->``. In a run block:
-- ``xcom-backend ...`` lines and pipes run as written in bash, in a fresh directory, with a stand-in ``pulumi``
-  on PATH that answers ``pulumi stack output --json --show-secrets`` with the stack's current outputs;
-- ``pulumi config set`` / ``pulumi up`` and ``az storage account keys renew`` have no CLI here (no Pulumi CLI,
-  no Azure CLI, no cloud): they are carried out by their emulated counterparts: the setting is applied, the real
-  program runs as an update on the emulator (emulation.pulumi_runner.update_program), Azurite renews the key.
+- ``xcom-backend ...`` lines (also as ``.venv/bin/xcom-backend``), pipes, loops and ``sh <script>`` run as
+  written in bash, in a fresh directory, with stand-ins on PATH for the CLIs that need an account: ``pulumi``
+  answers ``pulumi stack output --json --show-secrets`` with the stack's current outputs, ``astro`` checks the
+  ``astro deployment variable`` calls an exported script makes;
+- ``pulumi login``, ``pulumi stack init <name>`` (loads ``stacks/Pulumi.<name>.yaml``), ``pulumi config set``,
+  ``pulumi up`` and ``az storage account keys renew`` have no CLI here (no Pulumi CLI, no Azure CLI, no cloud):
+  they are carried out by their emulated counterparts: the settings are applied, the real program runs (as an
+  update after the first) on the emulator (emulation.pulumi_runner), Azurite renews the key;
+- ``make <target>`` lines are the repo's own targets (checked to exist): ``make venv`` and ``make test`` are what
+  CI runs, ``make demo`` is run by tests/e2e/test_demo.py, ``make bench`` and ``make reliability`` print figures.
 Any other command fails the test, so no command in the docs goes unrun without saying why.
 """
 
@@ -30,7 +35,9 @@ from emulation.azurite import AzuriteServer, azurite_server
 from tests.conftest import DeployedStack, deploy, redeploy
 
 pytestmark = pytest.mark.integration
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+PAGES = [REPO / "README.md", *sorted(DOCS.glob("*.md"))]
 MARKER = re.compile(r"<!-- docs-test: (?P<what>[^>]*?) -->\n```(?P<lang>\w*)\n(?P<body>.*?)```", re.DOTALL)
 FENCE = re.compile(r"^```sh$", re.MULTILINE)
 # The stack each page's commands start from, where the page begins with a deployed stack.
@@ -38,12 +45,28 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("rotation.md", "aws"): {},
     ("rotation.md", "gcp"): {},
     ("rotation.md", "azure"): {"deployments": ["sales"]},
+    ("env.md", "aws"): {},
+    ("backend.md", "aws"): {},
 }
+# Pages whose commands run where Airflow runs: the exported env applied and a metadata DB migrated.
+IN_AIRFLOW = {"backend.md"}
 STAND_IN_PULUMI = """#!/bin/sh
 if [ "$1 $2" = "stack output" ]; then exec cat "$XCOM_DOCS_OUTPUTS"; fi
 echo "pulumi $*: not emulated in the docs test" >&2
 exit 1
 """
+# The Astro CLI's `astro deployment variable create|update --deployment-id ID [--secret] KEY=VALUE...`.
+STAND_IN_ASTRO = """#!/bin/sh
+[ "$1 $2" = "deployment variable" ] || { echo "astro $*: unexpected" >&2; exit 1; }
+case "$3" in create|update) ;; *) echo "astro: verb $3" >&2; exit 1;; esac
+[ "$4" = "--deployment-id" ] && [ -n "$5" ] || { echo "astro: no --deployment-id" >&2; exit 1; }
+shift 5
+[ "$1" = "--secret" ] && shift
+[ $# -gt 0 ] || { echo "astro: no variables" >&2; exit 1; }
+for pair in "$@"; do case "$pair" in *=*) ;; *) echo "astro: $pair is not KEY=VALUE" >&2; exit 1;; esac; done
+echo "$*" >> "$XCOM_DOCS_ASTRO_LOG"
+"""
+MAKE_TARGETS = {"venv", "test", "demo", "bench", "reliability"}
 
 
 @dataclass
@@ -56,13 +79,13 @@ class Block:
 
 def blocks() -> list[Block]:
     found = []
-    for page in sorted(DOCS.glob("*.md")):
+    for page in PAGES:
         text = page.read_text()
         marked = list(MARKER.finditer(text))
         assert len(FENCE.findall(text)) == sum(m["lang"] == "sh" for m in marked), f"{page.name}: unmarked sh block"
         for match in marked:
             what = match["what"].strip()
-            lines = [line.strip() for line in match["body"].splitlines() if line.strip()]
+            lines = [line.strip() for line in match["body"].splitlines() if line.split("#", 1)[0].strip()]
             if what.startswith("not run"):
                 assert re.fullmatch(r"not run \(.+\)", what), f"{page.name}: say why a block is not run"
                 found.append(Block(page.name, [], what, lines))
@@ -83,9 +106,21 @@ class Scenario:
     config: dict[str, Any] = field(default_factory=dict)
     ran: list[str] = field(default_factory=list)
 
+    provider_config: dict[str, Any] = field(default_factory=dict)
+    airflow_env: dict[str, str] = field(default_factory=dict)
+    stack_name: str = "docs"  # principal names derive from it: one per page, so pages never collide
+
+    def pulumi_stack_init(self, name: str) -> None:
+        from emulation.demo import stack_config
+
+        self.config, self.provider_config = stack_config(REPO / "stacks" / f"Pulumi.{name}.yaml")
+
     def pulumi_config_set(self, args: list[str]) -> None:
         path = "--path" in args
         key, value = [arg for arg in args if arg != "--path"]
+        if ":" in key:  # a provider's key (aws:region, gcp:project, ...)
+            self.provider_config[key] = value
+            return
         if path:
             name, index = re.fullmatch(r"(\w+)\[(\d+)\]", key).groups()  # type: ignore[union-attr]
             items = list(self.config.get(name, []))
@@ -95,19 +130,37 @@ class Scenario:
             self.config[key] = value
 
     def pulumi_up(self) -> None:
+        settings = {**self.config, **self.provider_config}
         if self.stack is None:
-            self.stack = deploy(self.server, stack="docs", **self.config)
+            self.stack = deploy(self.server, stack=self.stack_name, **settings)
         else:
-            self.stack, _ = redeploy(self.stack, **self.config)
+            self.stack, _ = redeploy(self.stack, **settings)
         outputs = self.workdir / ".outputs.json"
         outputs.write_text(json.dumps(self.stack.run.outputs))
         outputs.chmod(0o600)
 
+    def enter_airflow(self) -> None:
+        """Run the next commands as inside a deployment: the exported env, a migrated metadata DB."""
+        from emulation.airflow_run import make_airflow_home
+        from tests.e2e.test_tutorial_dag import exported_env
+
+        assert self.stack is not None
+        (self.workdir / ".export").mkdir(exist_ok=True)
+        env = exported_env(self.stack, self.workdir / ".export")
+        home = make_airflow_home(self.workdir / "airflow-home", env, self.server.client_env)
+        self.airflow_env = {k: v for k, v in home.env.items() if k.startswith(("AIRFLOW", "GCSFS", "SSL", "REQ"))}
+
     def shell(self, line: str) -> None:
         bin_dir = self.workdir / ".bin"
         bin_dir.mkdir(exist_ok=True)
-        (bin_dir / "pulumi").write_text(STAND_IN_PULUMI)
-        (bin_dir / "pulumi").chmod(0o700)
+        for name, script in (("pulumi", STAND_IN_PULUMI), ("astro", STAND_IN_ASTRO)):
+            (bin_dir / name).write_text(script)
+            (bin_dir / name).chmod(0o700)
+        # The docs' own paths: the repo's .venv, and the placeholder project directory of the AWS page.
+        (self.workdir / ".venv" / "bin").mkdir(parents=True, exist_ok=True)
+        if not (self.workdir / ".venv" / "bin" / "xcom-backend").exists():
+            (self.workdir / ".venv" / "bin" / "xcom-backend").symlink_to(Path(sys.executable).parent / "xcom-backend")
+        (self.workdir / "path" / "to" / "astro-project").mkdir(parents=True, exist_ok=True)
         env = {
             **scrubbed_environ(),
             **self.server.client_env,
@@ -115,6 +168,8 @@ class Scenario:
             "AIRFLOW_HOME": str(self.workdir / "airflow-home"),
             "AWS_EC2_METADATA_DISABLED": "true",
             "XCOM_DOCS_OUTPUTS": str(self.workdir / ".outputs.json"),
+            "XCOM_DOCS_ASTRO_LOG": str(self.workdir / ".astro-calls"),
+            **self.airflow_env,
         }
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", line],
@@ -128,14 +183,22 @@ class Scenario:
         assert result.returncode == 0, f"{line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
     def run(self, line: str) -> None:
-        words = shlex.split(line)
-        if words[:3] == ["pulumi", "config", "set"]:
+        words = shlex.split(line, comments=True)
+        command = next((word for word in words if "=" not in word), "")  # after VAR=value assignments
+        if words[:2] == ["make", words[1] if len(words) > 1 else ""]:
+            target = words[1]
+            assert target in MAKE_TARGETS and f"\n{target}:" in (REPO / "Makefile").read_text(), line
+        elif words[:2] == ["pulumi", "login"]:
+            pass  # the emulated engine keeps its state in memory
+        elif words[:3] == ["pulumi", "stack", "init"]:
+            self.pulumi_stack_init(words[3])
+        elif words[:3] == ["pulumi", "config", "set"]:
             self.pulumi_config_set(words[3:])
         elif words[:2] == ["pulumi", "up"]:
             self.pulumi_up()
         elif words[:5] == ["az", "storage", "account", "keys", "renew"]:
             self.server.renew_key(words[words.index("--key") + 1])
-        elif words[0] == "xcom-backend" or (words[0] == "for" and "xcom-backend" in words) or "| xcom-backend" in line:
+        elif command in ("xcom-backend", ".venv/bin/xcom-backend", "sh", "for") or "xcom-backend " in line:
             self.shell(line)
         else:
             raise AssertionError(f"no way to run {line!r}: mark its block 'not run (why)' or teach this test")
@@ -150,17 +213,19 @@ def azurite_for_docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azuri
 
 def test_every_sh_block_is_marked_and_not_run_blocks_say_why() -> None:
     found = blocks()
-    assert {block.page for block in found} >= {"platform-teams.md", "rotation.md", "component.md"}
+    assert {block.page for block in found} >= {"README.md", "platform-teams.md", "rotation.md", "component.md"}
     assert all(block.clouds or block.reason for block in found)
 
 
 @pytest.mark.parametrize(("page", "cloud"), scenarios(), ids=[f"{p}-{c}" for p, c in scenarios()])
 def test_the_pages_commands_run_in_order(page: str, cloud: str, request, tmp_path: Path) -> None:
     server = request.getfixturevalue({"aws": "moto", "gcp": "gcs", "azure": "azurite_for_docs"}[cloud])
-    scenario = Scenario(server, tmp_path)
+    scenario = Scenario(server, tmp_path, stack_name="docs-" + page.removesuffix(".md").lower().replace(".", "-"))
     if (page, cloud) in PRESETS:
         scenario.config = dict(PRESETS[page, cloud])
         scenario.pulumi_up()
+    if page in IN_AIRFLOW:
+        scenario.enter_airflow()
     try:
         for block in blocks():
             if block.page == page and cloud in block.clouds:
