@@ -4,6 +4,7 @@ with the credential its stack emitted: every store operation on every store, sin
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -148,6 +149,13 @@ def test_every_codec_common_io_accepts_round_trips_and_reads_common_ios_objects(
     }
 
 
+class _KeptOpen(io.BytesIO):
+    """A buffer whose contents outlive the compressor closing it (zstandard's writer closes its target)."""
+
+    def close(self) -> None:
+        pass
+
+
 def write_with_common_io(deployment: Deployment, value: Any, owner: XComIdentity = OWNER) -> str:
     """common-io's own serialize_value, through an admin connection to the same bucket and prefix.
 
@@ -161,7 +169,7 @@ def write_with_common_io(deployment: Deployment, value: Any, owner: XComIdentity
     if deployment.cloud == "gcp" and compression:
         url = f"{admin_base}/{owner.dag_id}/{owner.run_id}/{owner.task_id}/{uuid.uuid4()}"
         url += references.compression_suffix(compression)
-        buffer = io.BytesIO()
+        buffer = _KeptOpen()
         stream = fsspec.compression.compr[compression](buffer, mode="wb")
         stream.write(json.dumps(value, cls=XComEncoder).encode())
         stream.close()
@@ -324,21 +332,31 @@ def test_malformed_references_fail_with_a_clear_error(deployment: Deployment, ch
     purge(reference)  # never blocks a retry: logged, nothing deleted
 
 
-def test_version_1_references_still_read(deployment: Deployment) -> None:
+def test_older_references_and_objects_still_read(deployment: Deployment) -> None:
+    """Objects earlier versions wrote (json.dumps text, SHA-256 in the row): version 1 rows, and version 2 rows
+    from before BLAKE3 and msgspec."""
     reference = push(BIG)
+    old_bytes = json.dumps(codec.serialize(BIG)).encode()
+    deployment.admin.put(deployment.key(reference["url"]), old_bytes)
+    sha256 = hashlib.sha256(old_bytes).hexdigest()
+    v2 = {**reference, "stored_size": len(old_bytes), "checksum": f"sha256:{sha256}"}
+    assert pull(v2) == BIG
     v1 = {
         contract.REFERENCE_MARKER: reference[contract.REFERENCE_MARKER],
         "v": 1,
         "url": reference["url"],
         "size": reference["size"],
-        "stored_size": reference["stored_size"],
-        "sha256": reference["checksum"].split(":", 1)[1],
+        "stored_size": len(old_bytes),
+        "sha256": sha256,
         "compression": None,
         "writer": OWNER.describe(),
     }
     assert pull(v1) == BIG
     assert pull(v1, XComIdentity(dag_id="d", run_id=RUN_ID)) == BIG
     assert pull(v1, XComIdentity("other", RUN_ID, "t", -1, "big")) == v1
+    deployment.admin.put(deployment.key(reference["url"]), old_bytes.replace(b"x", b"y", 1))
+    with pytest.raises(XComObjectCorruptError, match="does not match its checksum"):
+        pull(v2)
 
 
 def default_credentials_env(deployment: Deployment, tmp_path: Path) -> dict[str, str]:
