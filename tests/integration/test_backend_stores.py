@@ -4,12 +4,13 @@ with the credential its stack emitted: every store operation on every store, sin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from airflow.providers.common.io.xcom import backend as common_io
 from airflow.utils.json import XComEncoder
 
+from emulation.request_count import Requests, counting
 from tests.conftest import DeployedStack, deploy
 from tests.stores import ADMIN_CONN_ID, AdminBucket
 from tests.xcom_calls import OWNER, RUN_ID, clear_all_caches, pull, purge, push, trust_in_process
@@ -414,3 +416,53 @@ def test_a_local_path_works_and_creates_its_directories(tmp_path: Path, monkeypa
         assert not stored.exists()
     finally:
         clear_all_caches()
+
+
+@pytest.fixture
+def count_requests(deployment: Deployment) -> Iterator[Callable[[], Requests]]:
+    """Start counting the requests the backend's filesystem sends (emulation/request_count.py)."""
+    from xcom_backend.store import current_store
+
+    with contextlib.ExitStack() as stack:
+        gcs_iam = deployment.stack.server.iam if deployment.cloud == "gcp" else None
+        yield lambda: stack.enter_context(counting(current_store().fs, gcs_iam=gcs_iam))
+
+
+@pytest.mark.parametrize("size", [11_000, 40 * 2**20], ids=["11KB", "40MiB"])
+def test_one_request_per_write_and_one_per_read(deployment: Deployment, count_requests, size: int) -> None:
+    """40 MiB is above adlfs's 32 MiB ranged reads; s3fs would HEAD before every read; gcsfs's default class
+    would add Storage Control layout calls (see test_gcsfs_default_class_is_replaced)."""
+    value = {"pad": "q" * size}
+    push(BIG)  # the store and its client exist: their setup is not what is counted
+    requests = count_requests()
+    reference = push(value)
+    written = len(requests)
+    assert pull(reference) == value
+    assert (written, len(requests) - written) == (1, 1), requests
+
+
+def test_gcsfs_default_class_is_replaced(deployment: Deployment, count_requests, monkeypatch) -> None:
+    """Where GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT is not "false" (the stack emits it; a hand-made env may lack it),
+    gcsfs's default class asks the Storage Control API for the bucket's layout before each operation — a
+    gRPC request the prefix-conditioned binding denies (gcsfs then falls back, and asks again next time).
+    The emulator has no such API: the call is recorded here and answered as the denied one is."""
+    if deployment.cloud != "gcp":
+        pytest.skip("gcsfs only")
+    import gcsfs
+    from gcsfs.extended_gcsfs import BucketType, ExtendedGcsFileSystem
+
+    layout_calls: list[str] = []
+
+    async def denied_layout_call(self: Any, bucket: str) -> BucketType:
+        layout_calls.append(f"getStorageLayout {bucket}")
+        return BucketType.UNKNOWN
+
+    monkeypatch.setattr(ExtendedGcsFileSystem, "_get_bucket_type", denied_layout_call)
+    monkeypatch.setattr(gcsfs, "GCSFileSystem", ExtendedGcsFileSystem)  # what gcsfs exports without the env
+    clear_all_caches()
+    push(BIG)
+    requests = count_requests()
+    reference = push(BIG)
+    written = len(requests) + len(layout_calls)
+    assert pull(reference) == BIG
+    assert (written, len(requests) + len(layout_calls) - written) == (1, 1), (requests, layout_calls)
