@@ -102,7 +102,10 @@ class ObjectStorageXComBackend(BaseXCom):
             return serialized
         encoded = codec.encode(serialized)  # bytes, and the json.dumps length common-io's threshold compares
         owner = XComIdentity(dag_id, run_id, task_id, -1 if map_index is None else map_index, key)
-        if encoded.json_size < threshold and not references.must_offload(serialized, configured_location(), owner):
+        if encoded.json_size < threshold and not (
+            references.is_reference_shaped(serialized)  # cheap: most small values are not even candidates
+            and references.must_offload(serialized, configured_location(), owner)
+        ):
             return serialized
         if not owner.exact:
             raise XComObjectError(f"cannot offload an XCom without its dag, run, task and key ({owner.describe()})")

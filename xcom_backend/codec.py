@@ -147,15 +147,21 @@ def encode(serialized: Any) -> Encoded:
     counts (the spaces after ',' and ':', ``ensure_ascii`` escapes, DEL, float spelling such as ``1e16`` vs
     ``1e+16``), so the threshold decision is the one json.dumps's length gives. Values msgspec would write
     differently or refuse (NaN/inf, which it writes as null; lone surrogates; non-str keys; types other than
-    serde's JSON ones) are written by ``json.dumps``, exactly as before.
+    serde's JSON ones) are written by ``json.dumps``, exactly as before, and so are values under 4 KiB
+    (``_SMALL``), where json.dumps is faster than that count.
     """
     try:
-        delta = _json_size_delta(serialized)
         data = _msgspec_encoder().encode(serialized)
+        if len(data) < _SMALL:  # json.dumps is faster than the walk below on small values: its text, as before
+            raise _NotCompact("small")
+        delta = _json_size_delta(serialized)
     except (_NotCompact, RecursionError, TypeError, ValueError, OverflowError):
         data = to_json_bytes(serialized)
         return Encoded(data, len(data))
     return Encoded(data, len(data) + delta)
+
+
+_SMALL = 4096
 
 
 def to_json_bytes(serialized: Any) -> bytes:

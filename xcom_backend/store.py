@@ -17,7 +17,7 @@ import contextlib
 import gc
 import importlib
 import posixpath
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -68,13 +68,20 @@ class Store:
 
     def write(self, name: str, data: bytes) -> None:
         """One request. S3 gets the bytes' CRC32C, which S3 verifies before storing the object (botocore
-        would otherwise compute a CRC32 of its own, 2.5x slower without its optional C extension)."""
+        would otherwise compute a CRC32 of its own, 2.5x slower without its optional C extension), and a body
+        it does not copy (_UploadBody)."""
         path = self.path_of(name)
         library = self.library
-        if library == "s3fs":
-            checksum = {"ChecksumCRC32C": crc32c_base64(data)} if len(data) <= SINGLE_REQUEST_LIMIT else {}
-            self.fs.pipe_file(path, data, chunksize=SINGLE_REQUEST_LIMIT, **checksum)
-        elif library == "gcsfs":
+        if library == "s3fs" and len(data) <= SINGLE_REQUEST_LIMIT:
+            from fsspec.asyn import sync
+
+            bucket, key, _ = self.fs.split_path(path)
+            body, checksum = _UploadBody(data), crc32c_base64(data)
+            sync(
+                self.fs.loop, self.fs._call_s3, "put_object", Bucket=bucket, Key=key, Body=body, ChecksumCRC32C=checksum
+            )
+            self.fs.invalidate_cache(path)
+        elif library in ("s3fs", "gcsfs"):  # gcsfs: one request up to the limit; both: multipart above it
             self.fs.pipe_file(path, data, chunksize=SINGLE_REQUEST_LIMIT)
         else:
             if not self.is_object_store:  # local files, sftp, ...: parent directories must exist
@@ -123,6 +130,45 @@ class Store:
             for info in found
             if info.get("type") != "directory" and info["name"].startswith(start) and not info["name"].endswith("/")
         }
+
+
+class _UploadBody:
+    """The bytes of one PUT, neither copied by botocore nor by aiohttp (the 50 MB push peaked at 2x otherwise).
+
+    botocore wraps a bytes body in a BytesIO, whose getbuffer() aiohttp calls, which copies it whole; a
+    memoryview would be copied by asyncio's transport (Python 3.11) with whatever one large write leaves unsent.
+    This body gives botocore what it reads (len, read, seek, tell: it hashes the payload and rewinds for retries)
+    as memoryview slices, and gives aiohttp 1 MiB slices to send one at a time (async iteration).
+    """
+
+    _SLICE = 2**20
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._position = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, size: int | None = -1) -> memoryview:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
+        chunk, self._position = self._view[self._position : end], end
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._position, 2: len(self._view)}[whence]
+        self._position = max(0, min(len(self._view), base + offset))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def __aiter__(self) -> AsyncIterator[memoryview]:
+        return self._slices()
+
+    async def _slices(self) -> AsyncIterator[memoryview]:
+        while chunk := self.read(self._SLICE):
+            yield chunk
 
 
 def crc32c_base64(data: bytes) -> str:

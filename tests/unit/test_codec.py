@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
@@ -42,9 +43,11 @@ def same(a: Any, b: Any) -> bool:
 @settings(max_examples=1500, deadline=None)
 @given(SERDE_FORMS)
 def test_threshold_size_is_json_dumps_length_and_the_value_comes_back_exactly(value: Any) -> None:
-    encoded = codec.encode(value)
-    assert encoded.json_size == len(json.dumps(value))
-    assert same(codec.parse_json(encoded.data), json.loads(json.dumps(value)))
+    for small in (codec._SMALL, 0):  # as configured (small values: json.dumps), and msgspec for every size
+        with patch.object(codec, "_SMALL", small):
+            encoded = codec.encode(value)
+        assert encoded.json_size == len(json.dumps(value))
+        assert same(codec.parse_json(encoded.data), json.loads(json.dumps(value)))
 
 
 @pytest.mark.parametrize(
@@ -64,10 +67,17 @@ def test_msgspec_writes_what_it_can_and_json_dumps_the_rest(value: Any, fast: bo
         with pytest.raises(ValueError, match="4300 digits"):
             codec.encode(value)
         return
-    encoded = codec.encode(value)
+    with patch.object(codec, "_SMALL", 0):
+        encoded = codec.encode(value)
     assert (encoded.data != json.dumps(value).encode()) is fast
     assert encoded.json_size == len(json.dumps(value))
     assert same(codec.parse_json(encoded.data), json.loads(json.dumps(value)))
+
+
+def test_values_from_4_kib_are_written_by_msgspec() -> None:
+    value = {"pad": "x" * 5000, "n": [1.5, 2]}
+    assert codec.encode(value).data == json.dumps(value, separators=(",", ":")).encode()
+    assert codec.encode({"pad": "x" * 100}).data == json.dumps({"pad": "x" * 100}).encode()
 
 
 def test_objects_earlier_versions_wrote_parse_as_before() -> None:
