@@ -96,11 +96,11 @@ class ObjectStorageXComBackend(BaseXCom):
         run_id: str | None = None,
         map_index: int | None = None,
     ) -> Any:
-        serialized = codec.serialize(value)  # what BaseXCom.serialize_value returns, computed once
         threshold = configured_threshold()
         if threshold < 0:  # object storage off: not even the store is resolved
-            return serialized
-        encoded = codec.encode(serialized)  # bytes, and the json.dumps length common-io's threshold compares
+            return codec.serialize(value)  # what BaseXCom.serialize_value returns
+        # The same serde form, its bytes, and the json.dumps length common-io's threshold compares.
+        serialized, encoded = codec.serialize_and_encode(value)
         owner = XComIdentity(dag_id, run_id, task_id, -1 if map_index is None else map_index, key)
         if encoded.json_size < threshold and not (
             references.is_reference_shaped(serialized)  # cheap: most small values are not even candidates

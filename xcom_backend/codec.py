@@ -139,6 +139,29 @@ class _NotCompact(Exception):
     """The value holds something msgspec would write differently from json.dumps (or not at all)."""
 
 
+class _NotPlain(_NotCompact):
+    """The value holds something Airflow's serde would rewrite: it is not its own serde form."""
+
+
+def serialize_and_encode(value: Any) -> tuple[Any, Encoded]:
+    """The serde form of ``value`` and its bytes (see ``encode``), in one pass for plain JSON values.
+
+    serde returns a plain value — dicts with str keys, lists, str, int, float, bool and None, nested at most
+    100 deep, no key it reserves — as an equal copy; the pass that measures such a value for ``encode``
+    also establishes that, so serde's own pass (slower than this one) is skipped. Anything else goes through
+    serde first, exactly as serialize_value did before.
+    """
+    try:
+        delta = _json_size_delta(value, plain=True)
+    except _NotPlain:
+        serialized = serialize(value)
+        return serialized, encode(serialized)
+    except (_NotCompact, RecursionError, TypeError, ValueError, OverflowError):
+        return value, _json_dumps_encoded(value)  # plain, but msgspec would write it differently
+    data = _msgspec_encoder().encode(value)
+    return value, Encoded(data, len(data) + delta)
+
+
 def encode(serialized: Any) -> Encoded:
     """JSON bytes of a serde form, straight to bytes, and the exact size common-io's threshold compares.
 
@@ -156,12 +179,16 @@ def encode(serialized: Any) -> Encoded:
             raise _NotCompact("small")
         delta = _json_size_delta(serialized)
     except (_NotCompact, RecursionError, TypeError, ValueError, OverflowError):
-        data = to_json_bytes(serialized)
-        return Encoded(data, len(data))
+        return _json_dumps_encoded(serialized)
     return Encoded(data, len(data) + delta)
 
 
 _SMALL = 4096
+
+
+def _json_dumps_encoded(serialized: Any) -> Encoded:
+    data = to_json_bytes(serialized)
+    return Encoded(data, len(data))
 
 
 def to_json_bytes(serialized: Any) -> bytes:
@@ -169,40 +196,56 @@ def to_json_bytes(serialized: Any) -> bytes:
     return json.dumps(serialized).encode("utf-8")
 
 
-def _json_size_delta(value: Any) -> int:
+# What serde.serialize refuses in a structure of JSON values: keys it reserves, and deep nesting (it recurses
+# with two frames a level, so how deep depends on the caller's stack: deeper than this, serde decides).
+_SERDE_RESERVED_KEYS = ("__classname__", "__id__")
+_PLAIN_MAX_DEPTH = 100
+
+
+def _json_size_delta(value: Any, *, plain: bool = False) -> int:
     """len(json.dumps(value)) minus the length of msgspec's compact encoding of it.
 
-    Raises _NotCompact (or msgspec's/json's own error) where the two would differ in meaning. One pass over
-    the containers in Python; strings and floats are then measured in bulk, in C.
+    Raises _NotCompact (or msgspec's/json's own error) where the two would differ in meaning; with ``plain``,
+    _NotPlain where serde would rewrite the value. One pass over the containers, level by level, in Python;
+    strings and floats are then measured in bulk, in C.
     """
     extra = 0
     strings: list[str] = []  # every key and string value
     floats: list[float] = []
-    stack: list[Any] = [[value]]  # a one-element list adds no separator
-    add_string, add_float, push, pop = strings.append, floats.append, stack.append, stack.pop
-    while stack:
-        item = pop()
-        if type(item) is dict:
-            if item:
-                extra += 2 * len(item) - 1  # ", " and ": " where msgspec writes "," and ":"
-            strings.extend(item)
-            values: Any = item.values()
-        else:
-            if item:
-                extra += len(item) - 1
-            values = item
-        for inner in values:
-            kind = type(inner)
-            if kind is str:
-                add_string(inner)
-            elif kind is dict or kind is list or kind is tuple:
-                push(inner)
-            elif kind is float:
-                add_float(inner)
-            elif not (kind is int or kind is bool or inner is None):
-                raise _NotCompact(kind)  # ints of any size: msgspec writes them as json.dumps, or raises the same
+    add_string, add_float = strings.append, floats.append
+    level: list[Any] = [[value]]  # a one-element list adds no separator
+    depth = -1
+    while level:
+        if plain and depth >= _PLAIN_MAX_DEPTH:
+            raise _NotPlain("nested deeper than serde surely handles")
+        below: list[Any] = []
+        push = below.append
+        for item in level:
+            if type(item) is dict:
+                if item:
+                    extra += 2 * len(item) - 1  # ", " and ": " where msgspec writes "," and ":"
+                    if plain and any(map(item.__contains__, _SERDE_RESERVED_KEYS)):
+                        raise _NotPlain("a key serde reserves")
+                strings.extend(item)
+                values: Any = item.values()
+            else:
+                if item:
+                    extra += len(item) - 1
+                values = item
+            for inner in values:
+                kind = type(inner)
+                if kind is str:
+                    add_string(inner)
+                elif kind is dict or kind is list:
+                    push(inner)
+                elif kind is float:
+                    add_float(inner)
+                elif not (kind is int or kind is bool or inner is None):
+                    raise (_NotPlain if plain else _NotCompact)(kind)  # ints of any size: as json.dumps, or raise
+        level, depth = below, depth + 1
     if strings and set(map(type, strings)) != {str}:
-        raise _NotCompact("a dict key that is not a str")  # json.dumps and msgspec spell those differently
+        # json.dumps and msgspec spell such keys differently, and serde turns them into str(key)
+        raise (_NotPlain if plain else _NotCompact)("a dict key that is not a str")
     if all(map(str.isascii, strings)):
         narrow, wide = strings, []
     else:

@@ -116,3 +116,60 @@ def test_zstd_objects_are_read_by_fsspec_as_common_io_reads_them() -> None:
     with fsspec.compression.compr["zstd"](io.BytesIO(stored), mode="rb") as stream:
         assert stream.read() == data
     assert codec.decompress("zstd", stored) == data
+
+
+# Python values as tasks return them: plain JSON ones (serde leaves them as they are) and ones serde rewrites.
+VALUES = st.recursive(
+    SCALARS | st.sampled_from([{"__classname__": "x"}, {"__id__": 1}, (1, 2), {1, 2}, {True: "k"}]),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(TEXT | st.integers(max_value=9), inner, max_size=5)
+        | st.tuples(inner, inner)
+    ),
+    max_leaves=25,
+)
+
+
+def serde_outcome(value: Any) -> tuple[str, Any]:
+    from airflow.sdk.serde import serialize
+
+    try:
+        return "ok", serialize(value)
+    except Exception as err:
+        return type(err).__name__, None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(VALUES)
+def test_serialize_and_encode_gives_what_serde_gives(value: Any) -> None:
+    outcome, expected = serde_outcome(value)
+    try:
+        for small in (codec._SMALL, 0):
+            with patch.object(codec, "_SMALL", small):
+                serialized, encoded = codec.serialize_and_encode(value)
+            text = json.dumps(expected)
+            assert (outcome, json.dumps(serialized)) == ("ok", text)
+            assert encoded.json_size == len(text)
+            assert same(codec.parse_json(encoded.data), json.loads(text))
+    except Exception as err:
+        if isinstance(err, AssertionError):
+            raise
+        assert type(err).__name__ == outcome
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_deep_values_and_reserved_keys_fail_as_on_the_db_path() -> None:
+    assert codec.serialize_and_encode(nested(100))[0] == nested(100)
+    assert codec.serialize_and_encode(nested(300))[0] == nested(300)  # serde's own pass, which manages it
+    for depth in (600, 990):  # serde's recursion fails where msgspec and json.dumps would not
+        assert serde_outcome(nested(depth))[0] == "RecursionError"
+        with pytest.raises(RecursionError):
+            codec.serialize_and_encode(nested(depth))
+    with pytest.raises(AttributeError, match="reserved key"):
+        codec.serialize_and_encode({"rows": [{"__classname__": "os.system"}]})
