@@ -286,7 +286,10 @@ def from_json_bytes(data: bytes) -> Any:
     everything json.dumps writes. Where both accept a text they give the same Python value."""
     from airflow.sdk.serde import deserialize as serde_deserialize
 
-    return serde_deserialize(parse_json(data))
+    parsed = parse_json(data)
+    if b"_" not in data:  # memchr: no key can be one of serde's ("__classname__", "__type", ...), so it would
+        return parsed  # return an equal copy; both writers put "_" in keys as it is, never as an escape
+    return serde_deserialize(parsed)
 
 
 def parse_json(data: bytes) -> Any:

@@ -173,3 +173,26 @@ def test_deep_values_and_reserved_keys_fail_as_on_the_db_path() -> None:
             codec.serialize_and_encode(nested(depth))
     with pytest.raises(AttributeError, match="reserved key"):
         codec.serialize_and_encode({"rows": [{"__classname__": "os.system"}]})
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES)
+def test_values_come_back_as_serde_gives_them(value: Any) -> None:
+    from airflow.sdk.serde import deserialize
+
+    outcome, expected = serde_outcome(value)
+    if outcome != "ok":
+        return
+    encoded = codec.serialize_and_encode(value)[1]
+    assert same_value(codec.from_json_bytes(encoded.data), deserialize(json.loads(json.dumps(expected))))
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """`same`, for deserialized values: tuples and sets as well."""
+    if isinstance(a, (tuple, set, frozenset)):
+        return type(a) is type(b) and same(sorted(a, key=repr), sorted(b, key=repr))
+    if isinstance(a, list) and type(b) is list:
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and type(b) is dict:
+        return list(a) == list(b) and all(same_value(a[k], b[k]) for k in a)
+    return same(a, b)
