@@ -143,14 +143,59 @@ class _NotPlain(_NotCompact):
     """The value holds something Airflow's serde would rewrite: it is not its own serde form."""
 
 
+def serialized_if_surely_shorter(value: Any, threshold: int) -> Any | None:
+    """The serde form of ``value`` when its json.dumps text is surely shorter than ``threshold``, else None.
+
+    json.dumps never writes more than 6 bytes for one of msgspec's (DEL: 1 -> 6; other escapes, separators,
+    exponents and NaN/Infinity less), so a compact length under threshold / 6 decides the threshold without
+    writing the text json.dumps would. A flat dict or list of JSON scalars (the usual small XCom) is its own
+    serde form, told in C faster than serde's pass over it (which spells out each scalar's class name).
+    """
+    serialized = _flat_serde_form(value)
+    if serialized is None:
+        serialized = serialize(value)
+    try:
+        compact = len(_msgspec_encoder().encode(serialized))
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return None
+    return serialized if compact * _MAX_EXPANSION < threshold else None
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat_serde_form(value: Any) -> Any | None:
+    """What serde.serialize returns for a JSON scalar, or a dict (str keys) or list of them; None otherwise."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        plain = _SCALARS.issuperset(map(type, value.values())) and set(map(type, value)) <= {str}
+        return dict(value) if plain and not any(map(value.__contains__, _SERDE_RESERVED_KEYS)) else None
+    if kind is list and _SCALARS.issuperset(map(type, value)):
+        return list(value)
+    return None
+
+
+_MAX_EXPANSION = 6
+
+
 def serialize_and_encode(value: Any) -> tuple[Any, Encoded]:
     """The serde form of ``value`` and its bytes (see ``encode``), in one pass for plain JSON values.
 
     serde returns a plain value — dicts with str keys, lists, str, int, float, bool and None, nested at most
     100 deep, no key it reserves — as an equal copy; the pass that measures such a value for ``encode``
     also establishes that, so serde's own pass (slower than this one) is skipped. Anything else goes through
-    serde first, exactly as serialize_value did before.
+    serde first, exactly as serialize_value did before, and so do values under 4 KiB (``_SMALL``), where
+    serde and json.dumps cost less than the pass.
     """
+    try:
+        compact: bytes | None = _msgspec_encoder().encode(value)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        compact = None
+    if compact is not None and len(compact) < _SMALL:
+        serialized = serialize(value)
+        return serialized, _json_dumps_encoded(serialized)
     try:
         delta = _json_size_delta(value, plain=True)
     except _NotPlain:
@@ -158,8 +203,9 @@ def serialize_and_encode(value: Any) -> tuple[Any, Encoded]:
         return serialized, encode(serialized)
     except (_NotCompact, RecursionError, TypeError, ValueError, OverflowError):
         return value, _json_dumps_encoded(value)  # plain, but msgspec would write it differently
-    data = _msgspec_encoder().encode(value)
-    return value, Encoded(data, len(data) + delta)
+    if compact is None:
+        return value, _json_dumps_encoded(value)
+    return value, Encoded(compact, len(compact) + delta)
 
 
 def encode(serialized: Any) -> Encoded:

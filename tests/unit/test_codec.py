@@ -10,6 +10,7 @@ import math
 from typing import Any
 from unittest.mock import patch
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -196,3 +197,28 @@ def same_value(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and type(b) is dict:
         return list(a) == list(b) and all(same_value(a[k], b[k]) for k in a)
     return same(a, b)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(SERDE_FORMS)
+def test_json_dumps_writes_at_most_6_bytes_per_msgspec_byte(value: Any) -> None:
+    try:
+        compact = msgspec.json.encode(value)
+    except (TypeError, ValueError, OverflowError):
+        return
+    assert len(json.dumps(value)) <= codec._MAX_EXPANSION * len(compact)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(VALUES, st.sampled_from([1, 60, 1000]))
+def test_values_surely_under_the_threshold_are_their_serde_form(value: Any, threshold: int) -> None:
+    outcome, expected = serde_outcome(value)
+    try:
+        kept = codec.serialized_if_surely_shorter(value, threshold)
+    except Exception as err:
+        assert type(err).__name__ == outcome
+        return
+    assert outcome == "ok"
+    if kept is not None:
+        assert json.dumps(kept) == json.dumps(expected) and len(json.dumps(expected)) < threshold
+        assert kept is not value or not isinstance(value, (dict, list))  # a container is copied, as serde does
