@@ -76,10 +76,13 @@ class Store:
             from fsspec.asyn import sync
 
             bucket, key, _ = self.fs.split_path(path)
-            body, checksum = _UploadBody(data), crc32c_base64(data)
-            sync(
-                self.fs.loop, self.fs._call_s3, "put_object", Bucket=bucket, Key=key, Body=body, ChecksumCRC32C=checksum
-            )
+            # Stores that refuse checksum headers are configured with request_checksum_calculation=when_required
+            # (AWS_REQUEST_CHECKSUM_CALCULATION): then none is sent, as botocore would send none.
+            checksum = {}
+            if getattr(self.fs.s3.meta.config, "request_checksum_calculation", None) != "when_required":
+                checksum["ChecksumCRC32C"] = crc32c_base64(data)
+            body = _UploadBody(data)
+            sync(self.fs.loop, self.fs._call_s3, "put_object", Bucket=bucket, Key=key, Body=body, **checksum)
             self.fs.invalidate_cache(path)
         elif library in ("s3fs", "gcsfs"):  # gcsfs: one request up to the limit; both: multipart above it
             self.fs.pipe_file(path, data, chunksize=SINGLE_REQUEST_LIMIT)

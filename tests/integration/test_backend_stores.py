@@ -466,3 +466,35 @@ def test_gcsfs_default_class_is_replaced(deployment: Deployment, count_requests,
     written = len(requests) + len(layout_calls)
     assert pull(reference) == BIG
     assert (written, len(requests) + len(layout_calls) - written) == (1, 1), (requests, layout_calls)
+
+
+@pytest.mark.parametrize("calculation", ["when_supported", "when_required"])
+def test_s3_uploads_carry_a_crc32c_unless_the_store_takes_no_checksums(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, calculation: str
+) -> None:
+    """S3 checks the CRC32C before storing; S3-compatible stores that refuse checksum headers are run with
+    AWS_REQUEST_CHECKSUM_CALCULATION=when_required, which the backend honours like botocore."""
+    if deployment.cloud != "aws":
+        pytest.skip("S3 only")
+    import s3fs
+
+    from xcom_backend.store import current_store
+
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", calculation)
+    s3fs.S3FileSystem.clear_instance_cache()  # a client built with this env
+    clear_all_caches()
+    headers: list[dict[str, str]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        headers.append({name.lower(): value for name, value in request.headers.items()})
+
+    events = current_store().fs.s3.meta.events
+    events.register("before-send.s3", record)
+    try:
+        reference = push(BIG)
+        assert pull(reference) == BIG
+    finally:
+        events.unregister("before-send.s3", record)
+        s3fs.S3FileSystem.clear_instance_cache()
+    checksums = {name for name in headers[0] if name.startswith("x-amz-checksum-")}
+    assert checksums == ({"x-amz-checksum-crc32c"} if calculation == "when_supported" else set()), headers[0]
