@@ -35,9 +35,11 @@ from google.cloud import storage
 from emulation.gcs_iam import Binding, GcsIamProxy, gcs_iam_proxy
 from emulation.processes import EmulatorProcess, emulator_process, free_port
 from emulation.pulumi_runner import EmulatorMocks, auto_name
+from xcom_backend import contract
 
-# gcsfs 2026.x otherwise calls a gRPC API the emulator lacks and stalls 60 s per bucket lookup.
-GCSFS_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+# What the GCP stack emits for gcsfs (contract.CLOUD_ENV); without it gcsfs 2026.x calls a gRPC API the
+# emulator lacks and stalls 60 s per bucket lookup.
+GCSFS_ENV = dict(contract.CLOUD_ENV["gcp"])
 
 
 class _TokenHandler(BaseHTTPRequestHandler):

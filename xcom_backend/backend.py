@@ -7,9 +7,9 @@ common-io does. Differences, each tested:
   type and value whether they stayed in the DB or went to object storage;
 - retry-stable object names ``<base>/<dag>/<run>/<task>/<map_index>/<key>.json[.gz]`` (see references.py);
 - one storage request per write and one per read, with the filesystem resolved once per process;
-- the DB row holds a reference with the URL, the owner's coordinates, sizes and a SHA-256 of the stored bytes;
-  every read verifies them, and a missing, unreadable, truncated or corrupted object raises an error naming
-  the URL and the task that wrote it — never a placeholder in place of the value;
+- the DB row holds a reference with the URL, the owner's coordinates, sizes and a BLAKE3 digest of the stored
+  bytes (SHA-256 in older rows); every read verifies them, and a missing, unreadable, truncated or corrupted
+  object raises an error naming the URL and the task that wrote it — never a placeholder in place of the value;
 - a value is read or purged as a reference only when it names this XCom's own object (references.py): a
   string or dict a user controls cannot make the backend read or delete anything else.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
 import logging
 import sys
 from collections.abc import Iterator
@@ -94,10 +93,6 @@ def _lazy_sequence_identity() -> XComIdentity | None:
     return None
 
 
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def _cause(err: BaseException) -> str:
     kind = "permission denied" if isinstance(err, PermissionError) else type(err).__name__
     return f"{kind}: {str(err)[:300]}"
@@ -116,7 +111,16 @@ class ObjectStorageXComBackend(BaseXCom):
         run_id: str | None = None,
         map_index: int | None = None,
     ) -> Any:
-        serialized = codec.serialize(value)  # what BaseXCom.serialize_value returns, computed once
+        threshold = configured_threshold()
+        encoded: codec.Encoded | None = None
+        if threshold < 0:  # object storage off, unless the value is ambiguous (below)
+            serialized = codec.serialize(value)  # what BaseXCom.serialize_value returns
+        else:
+            small = codec.serialized_if_surely_shorter(value, threshold)  # most XComs: the DB path's work, 0.3 us
+            if small is not None and not references.is_reference_shaped(small):
+                return small
+            # The same serde form, its bytes, and the json.dumps length common-io's threshold compares.
+            serialized, encoded = codec.serialize_and_encode(value) if small is None else (small, codec.encode(small))
         ambiguous = references.is_reference_shaped(serialized) and references.must_offload(
             serialized, configured_location()
         )
@@ -126,18 +130,19 @@ class ObjectStorageXComBackend(BaseXCom):
                 "it cannot be kept in the metadata DB unambiguously: rename the key, or configure "
                 f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.PATH_KEY} so it can be offloaded"
             )
-        threshold = configured_threshold()
-        if threshold < 0 and not ambiguous:  # object storage off: not even the store is resolved
+        if threshold < 0 and not ambiguous:  # not even the store is resolved
             return serialized
-        data = codec.to_json_bytes(serialized)
-        if len(data) < threshold and not ambiguous:
+        if encoded is None:
+            encoded = codec.encode(serialized)
+        if encoded.json_size < threshold and not ambiguous:
             return serialized
         owner = XComIdentity(dag_id, run_id, task_id, -1 if map_index is None else map_index, key)
         if not owner.exact:
             raise XComObjectError(f"cannot offload an XCom without its dag, run, task and key ({owner.describe()})")
 
         store = current_store()
-        stored = codec.compress(store.compression, data)
+        json_size, stored = encoded.json_size, codec.compress(store.compression, encoded.data)
+        del encoded  # compressed: the uncompressed bytes are not kept alive through the upload
         name = references.object_name(owner, store.compression, store.name_budget)
         url = store.url_of(name)
         try:
@@ -148,9 +153,9 @@ class ObjectStorageXComBackend(BaseXCom):
         return references.bundled_reference(
             url,
             owner,
-            size=len(data),
+            size=json_size,
             stored_size=len(stored),
-            checksum=_sha256(stored),
+            checksum=codec.checksum(stored),
             compression=store.compression,
         )
 
@@ -292,7 +297,7 @@ def _read(reference: ObjectReference) -> Any:
             raise XComObjectCorruptError(
                 f"XCom object {reference.url} (written by {reference.writer}) is not valid JSON ({err})"
             ) from err
-    if len(stored) != reference.stored_size or _sha256(stored) != reference.checksum:
+    if len(stored) != reference.stored_size or not codec.checksum_matches(str(reference.checksum), stored):
         raise XComObjectCorruptError(
             f"XCom object {reference.url} (written by {reference.writer}) does not match its checksum: expected "
             f"{reference.stored_size} bytes with {str(reference.checksum)[:19]}..., found {len(stored)} bytes. "

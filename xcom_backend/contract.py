@@ -75,6 +75,12 @@ STORE_SCHEMES: Mapping[str, StoreScheme] = {
     "abfss": _ADLS,
     "adl": _ADLS,
 }
+# gcsfs reads this once, at import. Unless it is "false", its default GCSFileSystem asks the Storage Control API
+# for the bucket's layout on every operation: an extra request each time, which a binding conditioned on the
+# prefix denies (gcsfs logs a warning and goes on). Emitted for GCP so a worker sends one request per operation.
+GCSFS_HNS_ENV = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"
+CLOUD_ENV: Mapping[str, Mapping[str, str]] = {"gcp": {GCSFS_HNS_ENV: "false"}}
+
 # Schemes seen in tutorials that Airflow registers no object storage for, and what to use instead.
 UNREGISTERED_SCHEMES: Mapping[str, str] = {"wasb": "abfs", "wasbs": "abfs", "azblob": "abfs", "az": "abfs"}
 
@@ -326,6 +332,7 @@ class XComEnv:
             env[DEPLOYMENT_ENV] = self.deployment
         if self.credential:
             env[CREDENTIAL_ENV] = json.dumps(dict(self.credential), separators=(",", ":"), sort_keys=True)
+        env.update(CLOUD_ENV.get(self.cloud, {}))
         return env
 
 

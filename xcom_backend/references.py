@@ -39,7 +39,11 @@ COMPRESSION_SUFFIXES: Mapping[str, str] = {
 }
 _CODEC_OF_SUFFIX = {suffix: codec for codec, suffix in COMPRESSION_SUFFIXES.items()}
 _UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Digests a reference may name for the stored bytes, and their length in hex digits. Version 2 references
+# written before BLAKE3 carry sha256; codec.py computes each.
+CHECKSUM_ALGORITHMS: Mapping[str, int] = {"sha256": 64, "blake3": 64}
+_HEX = re.compile(r"[0-9a-f]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # the hex digest in a hashed (`_long/`) object name
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ class ObjectReference:
     kind: str  # "bundled" or "common-io"
     size: int | None = None  # serialized bytes (bundled only)
     stored_size: int | None = None  # bytes in storage (bundled only)
-    checksum: str | None = None  # "sha256:<hex>" of the stored bytes (bundled only)
+    checksum: str | None = None  # "<algorithm>:<hex>" of the stored bytes (bundled only), see CHECKSUM_ALGORITHMS
     version: int = REFERENCE_VERSION  # version 1 wrote its objects with Airflow's XComEncoder, as common-io
 
     @property
@@ -226,7 +230,7 @@ def _bundled(
     else:
         checksum = _field(reference, "checksum", str, url)
     algorithm, _, digest = checksum.partition(":")
-    if algorithm != "sha256" or not _SHA256.fullmatch(digest):
+    if len(digest) != CHECKSUM_ALGORITHMS.get(algorithm) or not _HEX.fullmatch(digest):
         raise XComReferenceError(f"XCom reference to {url} has an unknown checksum {checksum[:80]!r}")
     try:
         target = parse_objectstorage_path(url)

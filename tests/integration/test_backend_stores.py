@@ -4,12 +4,13 @@ with the credential its stack emitted: every store operation on every store, sin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from airflow.providers.common.io.xcom import backend as common_io
 from airflow.utils.json import XComDecoder, XComEncoder
 
+from emulation.request_count import Requests, counting
 from tests.conftest import DeployedStack, deploy
 from tests.stores import ADMIN_CONN_ID, AdminBucket
 from tests.xcom_calls import OWNER, RUN_ID, clear_all_caches, pull, purge, push, trust_in_process
@@ -150,6 +152,13 @@ def test_every_codec_common_io_accepts_round_trips_and_reads_common_ios_objects(
     }
 
 
+class _KeptOpen(io.BytesIO):
+    """A buffer whose contents outlive the compressor closing it (zstandard's writer closes its target)."""
+
+    def close(self) -> None:
+        pass
+
+
 def write_with_common_io(deployment: Deployment, value: Any, owner: XComIdentity = OWNER) -> str:
     """common-io's own serialize_value, through an admin connection to the same bucket and prefix.
 
@@ -163,8 +172,7 @@ def write_with_common_io(deployment: Deployment, value: Any, owner: XComIdentity
     if deployment.cloud == "gcp" and compression:
         url = f"{admin_base}/{owner.dag_id}/{owner.run_id}/{owner.task_id}/{uuid.uuid4()}"
         url += references.compression_suffix(compression)
-        buffer = io.BytesIO()
-        buffer.close = lambda: None  # some codecs' writers close their target when they finish
+        buffer = _KeptOpen()
         stream = fsspec.compression.compr[compression](buffer, mode="wb")
         stream.write(json.dumps(value, cls=XComEncoder).encode())
         stream.close()
@@ -365,6 +373,18 @@ def test_version_1_references_still_read(deployment: Deployment) -> None:
         pull(v1, XComIdentity("other", RUN_ID, "t", -1, "big"))
 
 
+def test_version_2_sha256_references_still_read(deployment: Deployment) -> None:
+    """Rows written before BLAKE3 and msgspec: json.dumps text of the serde form, SHA-256 in the row."""
+    reference = push(BIG)
+    old_bytes = json.dumps(codec.serialize(BIG)).encode()
+    deployment.admin.put(deployment.key(reference["url"]), old_bytes)
+    v2 = {**reference, "stored_size": len(old_bytes), "checksum": f"sha256:{hashlib.sha256(old_bytes).hexdigest()}"}
+    assert pull(v2) == BIG
+    deployment.admin.put(deployment.key(reference["url"]), old_bytes.replace(b"x", b"y", 1))
+    with pytest.raises(XComObjectCorruptError, match="does not match its checksum"):
+        pull(v2)
+
+
 def default_credentials_env(deployment: Deployment, tmp_path: Path) -> dict[str, str]:
     """The emitted credential as each cloud's SDK finds it without an Airflow connection (as on an instance
     role, IRSA or workload identity), for a path that names no connection."""
@@ -420,3 +440,85 @@ def test_a_local_path_works_and_creates_its_directories(tmp_path: Path, monkeypa
         assert not stored.exists()
     finally:
         clear_all_caches()
+
+
+@pytest.fixture
+def count_requests(deployment: Deployment) -> Iterator[Callable[[], Requests]]:
+    """Start counting the requests the backend's filesystem sends (emulation/request_count.py)."""
+    from xcom_backend.store import current_store
+
+    with contextlib.ExitStack() as stack:
+        gcs_iam = deployment.stack.server.iam if deployment.cloud == "gcp" else None
+        yield lambda: stack.enter_context(counting(current_store().fs, gcs_iam=gcs_iam))
+
+
+@pytest.mark.parametrize("size", [11_000, 40 * 2**20], ids=["11KB", "40MiB"])
+def test_one_request_per_write_and_one_per_read(deployment: Deployment, count_requests, size: int) -> None:
+    """40 MiB is above adlfs's 32 MiB ranged reads; s3fs would HEAD before every read; gcsfs's default class
+    would add Storage Control layout calls (see test_gcsfs_default_class_is_replaced)."""
+    value = {"pad": "q" * size}
+    push(BIG)  # the store and its client exist: their setup is not what is counted
+    requests = count_requests()
+    reference = push(value)
+    written = len(requests)
+    assert pull(reference) == value
+    assert (written, len(requests) - written) == (1, 1), requests
+
+
+def test_gcsfs_default_class_is_replaced(deployment: Deployment, count_requests, monkeypatch) -> None:
+    """Where GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT is not "false" (the stack emits it; a hand-made env may lack it),
+    gcsfs's default class asks the Storage Control API for the bucket's layout before each operation — a
+    gRPC request the prefix-conditioned binding denies (gcsfs then falls back, and asks again next time).
+    The emulator has no such API: the call is recorded here and answered as the denied one is."""
+    if deployment.cloud != "gcp":
+        pytest.skip("gcsfs only")
+    import gcsfs
+    from gcsfs.extended_gcsfs import BucketType, ExtendedGcsFileSystem
+
+    layout_calls: list[str] = []
+
+    async def denied_layout_call(self: Any, bucket: str) -> BucketType:
+        layout_calls.append(f"getStorageLayout {bucket}")
+        return BucketType.UNKNOWN
+
+    monkeypatch.setattr(ExtendedGcsFileSystem, "_get_bucket_type", denied_layout_call)
+    monkeypatch.setattr(gcsfs, "GCSFileSystem", ExtendedGcsFileSystem)  # what gcsfs exports without the env
+    clear_all_caches()
+    push(BIG)
+    requests = count_requests()
+    reference = push(BIG)
+    written = len(requests) + len(layout_calls)
+    assert pull(reference) == BIG
+    assert (written, len(requests) + len(layout_calls) - written) == (1, 1), (requests, layout_calls)
+
+
+@pytest.mark.parametrize("calculation", ["when_supported", "when_required"])
+def test_s3_uploads_carry_a_crc32c_unless_the_store_takes_no_checksums(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, calculation: str
+) -> None:
+    """S3 checks the CRC32C before storing; S3-compatible stores that refuse checksum headers are run with
+    AWS_REQUEST_CHECKSUM_CALCULATION=when_required, which the backend honours like botocore."""
+    if deployment.cloud != "aws":
+        pytest.skip("S3 only")
+    import s3fs
+
+    from xcom_backend.store import current_store
+
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", calculation)
+    s3fs.S3FileSystem.clear_instance_cache()  # a client built with this env
+    clear_all_caches()
+    headers: list[dict[str, str]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        headers.append({name.lower(): value for name, value in request.headers.items()})
+
+    events = current_store().fs.s3.meta.events
+    events.register("before-send.s3", record)
+    try:
+        reference = push(BIG)
+        assert pull(reference) == BIG
+    finally:
+        events.unregister("before-send.s3", record)
+        s3fs.S3FileSystem.clear_instance_cache()
+    checksums = {name for name in headers[0] if name.startswith("x-amz-checksum-")}
+    assert checksums == ({"x-amz-checksum-crc32c"} if calculation == "when_supported" else set()), headers[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 from airflow.configuration import conf
@@ -46,6 +47,19 @@ def test_env_values_are_what_airflow_conf_returns(monkeypatch: pytest.MonkeyPatc
     assert conf.getint("common.io", "xcom_objectstorage_threshold") == 1000
     assert conf.get("common.io", "xcom_objectstorage_compression") == "gzip"
     assert conf.get("core", "xcom_backend") == contract.BUNDLED_BACKEND
+
+
+def test_only_gcp_gets_the_gcsfs_switch_and_gcsfs_reads_that_name() -> None:
+    import gcsfs
+
+    def env_for(cloud: str) -> dict[str, str]:
+        return contract.XComEnv(
+            cloud=cloud, conn_id="c", bucket="b", prefix="xcom", threshold=0, connection={"conn_type": "x"}
+        ).as_env()
+
+    assert env_for("gcp")[contract.GCSFS_HNS_ENV] == "false"
+    assert contract.GCSFS_HNS_ENV not in env_for("aws") and contract.GCSFS_HNS_ENV not in env_for("azure")
+    assert f'os.getenv("{contract.GCSFS_HNS_ENV}"' in Path(gcsfs.__file__).read_text()
 
 
 def test_connection_json_parses_with_airflow() -> None:

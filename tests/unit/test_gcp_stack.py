@@ -138,6 +138,8 @@ def test_key_mode_env_and_secret(default_run: ProgramRun) -> None:
     assert "airflow_env" in default_run.secret_outputs
     env = outputs["airflow_env"]
     assert env[contract.PATH_ENV] == f"gs://my_gcp_conn@{outputs['bucket_name']}/xcom"
+    # gcsfs then uses its plain class: no Storage Control layout call (denied by the binding) per operation.
+    assert env["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "false"
     connection = Connection.from_json(env["AIRFLOW_CONN_MY_GCP_CONN"], conn_id="my_gcp_conn")
     assert connection.conn_type == "google_cloud_platform"
     keyfile = json.loads(connection.extra_dejson["keyfile_dict"])

@@ -114,12 +114,21 @@ def test_unknown_owner_or_malformed_references_raise() -> None:
         ({"v": None}, "version v=None"),
         ({"size": True}, "field 'size'"),
         ({"checksum": "md5:abc"}, "unknown checksum"),
+        ({"checksum": "xxh3:" + "0" * 64}, "unknown checksum"),
+        ({"checksum": "blake3:" + "0" * 63}, "unknown checksum"),
+        ({"checksum": "blake3:" + "G" * 64}, "unknown checksum"),
         ({"dag_id": None}, "field 'dag_id'"),
         ({"url": 5}, "no 'url'"),
         ({"url": "no-scheme"}, "no scheme"),
     ):
         with pytest.raises(XComReferenceError, match=message):
             resolve(reference_for(OWNER, **change), BASE, OWNER)
+
+
+def test_references_carry_blake3_or_older_sha256_checksums() -> None:
+    for checksum in ("sha256:" + "a" * 64, "blake3:" + "b" * 64):
+        resolved = resolve(reference_for(OWNER, checksum=checksum), BASE, OWNER)
+        assert resolved is not None and resolved.checksum == checksum
 
 
 def test_a_reference_written_under_another_path_says_so() -> None:

@@ -1,0 +1,69 @@
+"""Requests a filesystem sends to S3, GCS or Azure, recorded where each client sends them.
+
+S3: botocore's before-send event on the s3fs client. GCS: the IAM proxy's decisions (a stack's key reaches
+the emulator only through it). Azure: the transport of adlfs's blob service client. Used by the tests that
+require one request per write and per read, and by `make bench`, which prints the counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+
+class Requests:
+    """'<METHOD> <url without query>' of each request seen since counting started."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self._proxy: Any = None
+        self._start = 0
+
+    def __len__(self) -> int:
+        return len(self.lines())
+
+    def lines(self) -> list[str]:
+        if self._proxy is not None:
+            return [f"{d.method} {d.path.split('?')[0]}" for d in self._proxy.decisions[self._start :]]
+        return list(self.seen)
+
+    def __repr__(self) -> str:
+        return repr(self.lines())
+
+
+@contextlib.contextmanager
+def counting(fs: Any, *, gcs_iam: Any = None) -> Iterator[Requests]:
+    """Record the requests ``fs`` (s3fs, gcsfs behind ``gcs_iam``, or adlfs) sends inside the block."""
+    requests = Requests()
+    library = type(fs).__module__.split(".", 1)[0]
+    if library == "s3fs":
+
+        def record(request: Any, **_: Any) -> None:
+            requests.seen.append(f"{request.method} {request.url.split('?')[0]}")
+
+        fs.s3.meta.events.register("before-send.s3", record)
+        try:
+            yield requests
+        finally:
+            fs.s3.meta.events.unregister("before-send.s3", record)
+    elif library == "gcsfs":
+        if gcs_iam is None:
+            raise ValueError("GCS requests are counted at the IAM proxy: pass gcs_iam")
+        requests._proxy, requests._start = gcs_iam, len(gcs_iam.decisions)
+        yield requests
+    elif library == "adlfs":
+        transport = fs.service_client._pipeline._transport
+        send = transport.send
+
+        async def counted(request: Any, **kwargs: Any) -> Any:
+            requests.seen.append(f"{request.method} {request.url.split('?')[0]}")  # no SAS in messages
+            return await send(request, **kwargs)
+
+        transport.send = counted
+        try:
+            yield requests
+        finally:
+            del transport.send
+    else:
+        raise ValueError(f"no request counter for {library}")
