@@ -112,15 +112,11 @@ class ObjectStorageXComBackend(BaseXCom):
         map_index: int | None = None,
     ) -> Any:
         threshold = configured_threshold()
-        encoded: codec.Encoded | None = None
         if threshold < 0:  # object storage off, unless the value is ambiguous (below)
-            serialized = codec.serialize(value)  # what BaseXCom.serialize_value returns
-        else:
-            small = codec.serialized_if_surely_shorter(value, threshold)  # most XComs: the DB path's work, 0.3 us
-            if small is not None and not references.is_reference_shaped(small):
-                return small
-            # The same serde form, its bytes, and the json.dumps length common-io's threshold compares.
-            serialized, encoded = codec.serialize_and_encode(value) if small is None else (small, codec.encode(small))
+            serialized, encoded = codec.serialize(value), None  # what BaseXCom.serialize_value returns
+        else:  # the same serde form; its bytes and json.dumps length, unless surely under the threshold
+            serialized, encoded = codec.serialize_and_encode(value, threshold)
+        # Values that could read back as a reference (cheap to tell: most are not even candidates).
         ambiguous = references.is_reference_shaped(serialized) and references.must_offload(
             serialized, configured_location()
         )
@@ -130,7 +126,7 @@ class ObjectStorageXComBackend(BaseXCom):
                 "it cannot be kept in the metadata DB unambiguously: rename the key, or configure "
                 f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.PATH_KEY} so it can be offloaded"
             )
-        if threshold < 0 and not ambiguous:  # not even the store is resolved
+        if encoded is None and not ambiguous:  # most XComs: the DB path's work, 0.3 us; no store resolved
             return serialized
         if encoded is None:
             encoded = codec.encode(serialized)

@@ -150,24 +150,6 @@ class _NotPlain(_NotCompact):
     """The value holds something Airflow's serde would rewrite: it is not its own serde form."""
 
 
-def serialized_if_surely_shorter(value: Any, threshold: int) -> Any | None:
-    """The serde form of ``value`` when its json.dumps text is surely shorter than ``threshold``, else None.
-
-    json.dumps never writes more than 6 bytes for one of msgspec's (DEL: 1 -> 6; other escapes, separators,
-    exponents and NaN/Infinity less), so a compact length under threshold / 6 decides the threshold without
-    writing the text json.dumps would. A flat dict or list of JSON scalars (the usual small XCom) is its own
-    serde form, told in C faster than serde's pass over it (which spells out each scalar's class name).
-    """
-    serialized = _flat_serde_form(value)
-    if serialized is None:
-        serialized = serialize(value)
-    try:
-        compact = len(_msgspec_encoder().encode(serialized))
-    except (TypeError, ValueError, OverflowError, RecursionError):
-        return None
-    return serialized if compact * _MAX_EXPANSION < threshold else None
-
-
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -187,15 +169,29 @@ def _flat_serde_form(value: Any) -> Any | None:
 _MAX_EXPANSION = 6
 
 
-def serialize_and_encode(value: Any) -> tuple[Any, Encoded]:
-    """The serde form of ``value`` and its bytes (see ``encode``), in one pass for plain JSON values.
+def serialize_and_encode(value: Any, threshold: int | None = None) -> tuple[Any, Encoded | None]:
+    """The serde form of ``value`` and its bytes (see ``encode``), each computed once.
 
-    serde returns a plain value — dicts with str keys, lists, str, int, float, bool and None, nested at most
-    100 deep, no key it reserves — as an equal copy; the pass that measures such a value for ``encode``
-    also establishes that, so serde's own pass (slower than this one) is skipped. Anything else goes through
-    serde first, exactly as serialize_value did before, and so do values under 4 KiB (``_SMALL``), where
-    serde and json.dumps cost less than the pass.
+    With a ``threshold``, the bytes are None when the json.dumps text is surely shorter than it: json.dumps
+    never writes more than 6 bytes for one of msgspec's (DEL: 1 -> 6; other escapes, separators, exponents and
+    NaN/Infinity less), so a compact length under threshold / 6 keeps the value in the DB without writing the
+    text json.dumps would. A flat dict or list of JSON scalars (the usual small XCom) is its own serde form,
+    told in C faster than serde's pass over it (which spells out each scalar's class name). Other plain
+    values — dicts with str keys, lists, str, int, float, bool and None, nested at most 100 deep, no key serde
+    reserves — are their own serde form too; the pass that measures them for ``encode`` establishes that, so
+    serde's own pass (slower than this one) is skipped. Anything else goes through serde first, exactly as
+    serialize_value does, and so do values under 4 KiB (``_SMALL``), where serde and json.dumps cost less
+    than the pass.
     """
+    flat = _flat_serde_form(value)
+    if flat is not None:
+        try:
+            compact = _msgspec_encoder().encode(flat)
+        except (TypeError, ValueError, OverflowError):
+            return flat, _json_dumps_encoded(flat)
+        if threshold is not None and len(compact) * _MAX_EXPANSION < threshold:
+            return flat, None
+        return flat, encode(flat, compact)
     try:
         compact: bytes | None = _msgspec_encoder().encode(value)
     except (TypeError, ValueError, OverflowError, RecursionError):
@@ -215,7 +211,7 @@ def serialize_and_encode(value: Any) -> tuple[Any, Encoded]:
     return value, Encoded(compact, len(compact) + delta)
 
 
-def encode(serialized: Any) -> Encoded:
+def encode(serialized: Any, compact: bytes | None = None) -> Encoded:
     """JSON bytes of a serde form, straight to bytes, and the exact size common-io's threshold compares.
 
     msgspec writes compact UTF-8 JSON, 5-7x faster than ``json.dumps(...).encode()`` and as one bytes object
@@ -227,7 +223,7 @@ def encode(serialized: Any) -> Encoded:
     (``_SMALL``), where json.dumps is faster than that count.
     """
     try:
-        data = _msgspec_encoder().encode(serialized)
+        data = _msgspec_encoder().encode(serialized) if compact is None else compact  # compact: msgspec's, known
         if len(data) < _SMALL:  # json.dumps is faster than the walk below on small values: its text, as before
             raise _NotCompact("small")
         delta = _json_size_delta(serialized)

@@ -215,7 +215,7 @@ def _bundled(
     if not isinstance(url, str):
         raise XComReferenceError(f"malformed XCom reference (no 'url'): {str(dict(reference))[:200]}")
     version = reference.get("v")
-    if version not in (1, 2):
+    if type(version) is not int or version not in (1, 2):  # not True, 2.0 or "2"
         raise XComReferenceError(
             f"XCom reference to {url} has version v={version!r}; this backend reads versions 1 and 2 "
             "(was it written by a newer version of the backend?)"

@@ -170,8 +170,10 @@ class _UploadBody:
         return self._slices()
 
     async def _slices(self) -> AsyncIterator[memoryview]:
-        while chunk := self.read(self._SLICE):
-            yield chunk
+        # Every send is the whole body, from its start: s3fs retries (SlowDown, timeouts) with the same body
+        # and does not rewind it, and Content-Length is always len(self).
+        for start in range(0, len(self._view), self._SLICE):
+            yield self._view[start : start + self._SLICE]
 
 
 def crc32c_base64(data: bytes) -> str:

@@ -5,8 +5,10 @@ surrogates)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
@@ -15,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xcom_backend import codec, references
+from xcom_backend import codec, contract, references
 
 # Strings over every code point, lone surrogates and DEL included.
 TEXT = st.text(st.characters(codec=None, categories=None), max_size=12) | st.sampled_from(["\x7f", "\ud800", "é\x7f"])
@@ -214,11 +216,48 @@ def test_json_dumps_writes_at_most_6_bytes_per_msgspec_byte(value: Any) -> None:
 def test_values_surely_under_the_threshold_are_their_serde_form(value: Any, threshold: int) -> None:
     outcome, expected = serde_outcome(value)
     try:
-        kept = codec.serialized_if_surely_shorter(value, threshold)
+        kept, encoded = codec.serialize_and_encode(value, threshold)
     except Exception as err:
         assert type(err).__name__ == outcome
         return
     assert outcome == "ok"
-    if kept is not None:
-        assert json.dumps(kept) == json.dumps(expected) and len(json.dumps(expected)) < threshold
+    assert json.dumps(kept) == json.dumps(expected)
+    if encoded is None:
+        assert len(json.dumps(expected)) < threshold
         assert kept is not value or not isinstance(value, (dict, list))  # a container is copied, as serde does
+    else:
+        assert encoded.json_size == len(json.dumps(expected))
+
+
+@pytest.mark.parametrize("threshold", [-1, 0, 10, 10**9])
+def test_serde_runs_once_per_push(threshold: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's serialize() is called once per value, as on the DB path (and serde's pass is not paid twice),
+    whether the value stays in the DB or is written to (here a local) store."""
+    from tests.xcom_calls import clear_all_caches, push
+
+    calls = []
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+        def serialize(self) -> dict:
+            calls.append(self.x)
+            return {"x": self.x}
+
+        @staticmethod
+        def deserialize(data: dict, version: int) -> Point:
+            return Point(**data)
+
+    monkeypatch.setenv(contract.PATH_ENV, f"file://{tmp_path}/xcom")
+    monkeypatch.setenv(contract.THRESHOLD_ENV, str(threshold))
+    clear_all_caches()
+    try:
+        for size in (1, 10_000):
+            calls.clear()
+            stored = push([Point(1)] * size)
+            assert len(calls) == size
+            offloaded = isinstance(stored, dict) and contract.REFERENCE_MARKER in stored
+            assert offloaded == (0 <= threshold <= 10) and offloaded == any((tmp_path / "xcom").rglob("*.json"))
+    finally:
+        clear_all_caches()

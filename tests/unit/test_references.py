@@ -112,6 +112,10 @@ def test_unknown_owner_or_malformed_references_raise() -> None:
     for change, message in (
         ({"v": 3}, "version v=3"),
         ({"v": None}, "version v=None"),
+        ({"v": True}, "version v=True"),
+        ({"v": 2.0}, "version v=2.0"),
+        ({"v": "2"}, "version v='2'"),
+        ({"checksum": "blake3:" + "0" * 64 + "\n"}, "unknown checksum"),
         ({"size": True}, "field 'size'"),
         ({"checksum": "md5:abc"}, "unknown checksum"),
         ({"checksum": "xxh3:" + "0" * 64}, "unknown checksum"),

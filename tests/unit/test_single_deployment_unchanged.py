@@ -2,7 +2,8 @@
 
 The recording (``golden/single_deployment.json``) was made by this module's ``record()`` on the program as it
 was before those features (commit cd170b1), with seeded mocks so every provider-made value is reproducible:
-per credential mode, every stack output byte for byte, which outputs are secret, and every resource's URN,
+per credential mode, every stack output byte for byte (since regenerated once, for the GCP env's added
+``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false``), which outputs are secret, and every resource's URN,
 inputs and options. An existing stack that upgrades therefore sees no change at `pulumi up`: no resource
 replaced, no credential rotated, the same airflow_env to export. Regenerate only for an intended change of
 single-deployment stacks: ``python -m tests.unit.test_single_deployment_unchanged --write``.

@@ -1,0 +1,91 @@
+"""The S3 write path (its own upload body and CRC32C header) against an HTTP server that answers like S3 under
+load: `503 SlowDown` before it accepts. moto cannot be made to answer that, so this server stands in for it;
+s3fs, aiobotocore and aiohttp above it are the real ones."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import google_crc32c
+import pytest
+import s3fs
+
+from xcom_backend import contract
+from xcom_backend.store import Store
+
+SLOW_DOWN = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+
+@dataclass
+class SlowS3:
+    """Answers the first ``refusals`` PUTs with 503 SlowDown, then 200; records what each PUT carried."""
+
+    refusals: int
+    endpoint: str = ""
+    received: list[tuple[int, bytes, str | None]] = field(default_factory=list)  # (Content-Length, body, crc32c)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+                headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:]) if v}
+                length = int(headers.get("content-length", 0))
+                if headers.get("expect", "").lower() == "100-continue":
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                body = b""
+                try:
+                    while len(body) < length and (chunk := await asyncio.wait_for(reader.read(length - len(body)), 2)):
+                        body += chunk
+                except TimeoutError:
+                    pass
+                self.received.append((length, body, headers.get("x-amz-checksum-crc32c")))
+                if len(body) < length:  # as S3: IncompleteBody, and the connection closed
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    await writer.drain()
+                    writer.close()
+                    return
+                if len(self.received) <= self.refusals:
+                    head = b"HTTP/1.1 503 Slow Down\r\nContent-Length: %d\r\n\r\n" % len(SLOW_DOWN)
+                    writer.write(head + SLOW_DOWN)
+                else:
+                    writer.write(b'HTTP/1.1 200 OK\r\nETag: "e"\r\nContent-Length: 0\r\n\r\n')
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+
+@pytest.fixture
+def slow_s3(request: pytest.FixtureRequest) -> Iterator[SlowS3]:
+    server = SlowS3(refusals=request.param)
+    loop = asyncio.new_event_loop()
+    listening = loop.run_until_complete(asyncio.start_server(server.handle, "127.0.0.1", 0))
+    server.endpoint = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}"
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield server
+
+    async def shut_down() -> None:
+        listening.close()
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:  # connections s3fs keeps open
+            task.cancel()
+
+    asyncio.run_coroutine_threadsafe(shut_down(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+@pytest.mark.parametrize("slow_s3", [0, 6], indirect=True)
+def test_every_retried_put_carries_the_whole_body(slow_s3: SlowS3) -> None:
+    fs = s3fs.S3FileSystem(key="k", secret="s", endpoint_url=slow_s3.endpoint, skip_instance_cache=True)
+    base = "s3://bucket/xcom"
+    store = Store(base, contract.parse_objectstorage_path(base), fs, None)
+    data = bytes(range(256)) * (3 * 2**12)  # 3 MiB: several of the body's 1 MiB slices
+    store.write("d/r/t/-1/k.json", data)
+    crc32c = base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+    assert len(slow_s3.received) == slow_s3.refusals + 1  # botocore's and s3fs's retries together
+    assert all(put == (len(data), data, crc32c) for put in slow_s3.received)
