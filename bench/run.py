@@ -189,24 +189,40 @@ def measure_integrity(reference: dict[str, Any]) -> dict[str, Any]:
 def measure_below_threshold(pushers: Pushers, counter: RequestCounter) -> dict[str, Any]:
     """A small XCom, as the task SDK pushes it: the configured backend's serialize_value (the bundled one, or
     BaseXCom's for the DB XCom), then the same DB write of what it returned. Interleaved, in alternating order,
-    so drift and the SQLite commit's rhythm hit both alike."""
+    so drift and the SQLite commit's rhythm hit both alike; the ratio is taken on the paired differences (each
+    round's bundled minus DB time), since the DB write both pay varies more than what they differ by. The
+    serialize_value calls alone are timed the same way."""
     value = {"a": 23, "b": "small"}
     serializers = {
         "bundled": lambda: pushers.bundled.serialize_value(value, **COORDS),
         "db": lambda: pushers.base.serialize_value(value),
     }
     samples: dict[str, list[float]] = {"bundled": [], "db": []}
+    alone: dict[str, list[float]] = {"bundled": [], "db": []}
     before = counter.count
     for round_number in range(3000):
         for backend in ("bundled", "db") if round_number % 2 else ("db", "bundled"):
             started = time.perf_counter()
             pushers.db_insert(serializers[backend]())
             samples[backend].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for _ in range(100):
+                serializers[backend]()
+            alone[backend].append((time.perf_counter() - started) / 100)
     requests = {"bundled": counter.count - before, "db": 0}
-    return {
-        backend: {"push_us": round(statistics.median(times) * 1e6, 2), "requests": requests[backend]}
+    db_median = statistics.median(samples["db"])
+    paired = statistics.median(b - d for b, d in zip(samples["bundled"], samples["db"], strict=True))
+    results: dict[str, Any] = {
+        backend: {
+            "push_us": round(statistics.median(times) * 1e6, 2),
+            "serialize_us": round(statistics.median(alone[backend]) * 1e6, 3),
+            "requests": requests[backend],
+        }
         for backend, times in samples.items()
     }
+    results["paired_difference_us"] = round(paired * 1e6, 2)
+    results["ratio"] = (db_median + paired) / db_median
+    return results
 
 
 def measure_codecs(pushers: Pushers, counter: RequestCounter) -> dict[str, Any]:
@@ -338,6 +354,17 @@ def run_child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def first_offload_median(backend: str, env: dict[str, str]) -> dict[str, Any]:
+    """Medians over FIRST_OFFLOAD_PROCESSES fresh processes (one is at the mercy of the page cache)."""
+    runs = [run_child(["first", backend], env) for _ in range(FIRST_OFFLOAD_PROCESSES)]
+    return {key: statistics.median(run[key] for run in runs) for key in ("first_ms", "second_ms")} | {
+        "runs_ms": [run["first_ms"] for run in runs]
+    }
+
+
+FIRST_OFFLOAD_PROCESSES = 5
+
+
 # --- the report ------------------------------------------------------------------------------------------
 def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else float("nan")
@@ -370,10 +397,12 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append("")
     lines.append(
         f"below threshold: bundled push {small['bundled']['push_us']} us ({small['bundled']['requests']} storage "
-        f"requests) vs DB XCom {small['db']['push_us']} us"
+        f"requests) vs DB XCom {small['db']['push_us']} us, paired difference {small['paired_difference_us']} us; "
+        f"serialize_value alone {small['bundled']['serialize_us']} vs {small['db']['serialize_us']} us"
     )
     lines.append(
-        f"first offload in a fresh process: bundled {first['bundled']['first_ms']} ms, common-io "
+        f"first offload in a fresh process (median of {FIRST_OFFLOAD_PROCESSES}): bundled "
+        f"{first['bundled']['first_ms']} ms, common-io "
         f"{first['common-io']['first_ms']} ms (second push: {first['bundled']['second_ms']} / "
         f"{first['common-io']['second_ms']} ms)"
     )
@@ -399,14 +428,18 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append("storage requests per write/read: " + "; ".join(per_store))
     payload_50 = rss["bundled 50 MB"]["payload_bytes"]
     one_each = all(pair == (1, 1) for per in counts.values() for pair in per.values())
+
+    def share(a: float, b: float) -> float:  # unrounded: a goal is decided on the measured ratio itself
+        return a / b if b else float("nan")
+
     at_most = [
-        ("push 50 MB <= 0.80x raw s3fs", ratio(bundled_50["push_ms"], latency["raw-s3fs 50 MB"]["push_ms"]), 0.80),
-        ("push 50 MB <= 0.80x common-io", ratio(bundled_50["push_ms"], latency["common-io 50 MB"]["push_ms"]), 0.80),
-        ("pull 50 MB <= 0.80x common-io", ratio(bundled_50["pull_ms"], latency["common-io 50 MB"]["pull_ms"]), 0.80),
-        ("push 50 MB peak RSS <= 1.2x payload", ratio(rss["bundled 50 MB"]["peak_increase_bytes"], payload_50), 1.2),
-        ("integrity check <= 5% of a 50 MB pull", ratio(integrity["check_ms"], bundled_50["pull_ms"]), 0.05),
-        ("first offload in fresh process <= 0.3 s", round(first["bundled"]["first_ms"] / 1000, 3), 0.3),
-        ("below-threshold push <= 1.0x DB XCom", ratio(small["bundled"]["push_us"], small["db"]["push_us"]), 1.0),
+        ("push 50 MB <= 0.80x raw s3fs", share(bundled_50["push_ms"], latency["raw-s3fs 50 MB"]["push_ms"]), 0.80),
+        ("push 50 MB <= 0.80x common-io", share(bundled_50["push_ms"], latency["common-io 50 MB"]["push_ms"]), 0.80),
+        ("pull 50 MB <= 0.80x common-io", share(bundled_50["pull_ms"], latency["common-io 50 MB"]["pull_ms"]), 0.80),
+        ("push 50 MB peak RSS <= 1.2x payload", share(rss["bundled 50 MB"]["peak_increase_bytes"], payload_50), 1.2),
+        ("integrity check <= 5% of a 50 MB pull", share(integrity["check_ms"], bundled_50["pull_ms"]), 0.05),
+        ("first offload in fresh process <= 0.3 s", first["bundled"]["first_ms"] / 1000, 0.3),
+        ("below-threshold push <= 1.0x DB XCom (paired)", small["ratio"], 1.0),
         ("below-threshold storage requests == 0", small["bundled"]["requests"], 0),
     ]
     goals = [(name, value, value <= limit, f"limit {limit}") for name, value, limit in at_most]
@@ -414,7 +447,8 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append("")
     lines.append("goals (issue 12):")
     for name, value, met, limit in goals:
-        lines.append(f"  {'MET   ' if met else 'MISSED'} {name}: {value} ({limit})")
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        lines.append(f"  {'MET   ' if met else 'MISSED'} {name}: {shown} ({limit})")
     results["goals"] = {name: {"value": value, "met": met, "limit": limit} for name, value, met, limit in goals}
     return lines
 
@@ -458,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, size in SIZES.items():
                 for backend in BACKENDS:
                     results["rss"][f"{backend} {label}"] = run_child(["rss", backend, str(size), str(sqlite_path)], env)
-            results["first_offload"] = {b: run_child(["first", b], env) for b in ("bundled", "common-io")}
+            results["first_offload"] = {b: first_offload_median(b, env) for b in ("bundled", "common-io")}
         finally:
             stack.mocks.destroy()
         # GCS and Azure: an emulator and a stack each, in a child process, after moto's work is done.
