@@ -25,7 +25,12 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"1 KB": 1_000, "1 MB": 1_000_000, "10 MB": 10_000_000, "50 MB": 50_000_000}
-REPETITIONS = {"1 KB": 15, "1 MB": 9, "10 MB": 5, "50 MB": 5}
+REPETITIONS = {"1 KB": 15, "1 MB": 9, "10 MB": 7, "50 MB": 7}
+# A pull happens in another task, long after the push: the store has finished with the upload by then. moto
+# (one Python process on the same 2 cores) goes on working after answering a 50 MB PUT, which made the next
+# request's timing bimodal (a 50 MB GET 70 or 190 ms); every backend waits this long before its pull.
+SETTLE_SECONDS = 0.2
+WARM_UP_ROUNDS = 2
 BACKENDS = ("bundled", "common-io", "db", "raw-s3fs")
 COORDS = {"key": "return_value", "dag_id": "bench", "run_id": "manual__bench", "task_id": "push", "map_index": -1}
 
@@ -134,39 +139,51 @@ def _median_ms(samples: list[float]) -> float:
 
 
 def measure_latency(pushers: Pushers, counter: RequestCounter) -> dict[str, Any]:
+    """Push and pull medians per payload and backend. The backends take turns within each repetition (in an
+    order rotated every repetition), so a slow stretch of the machine hits all of them rather than one."""
     results: dict[str, Any] = {}
     for label, size in SIZES.items():
         value = payload(size)
+        refs: dict[str, Any] = {}
         for backend in BACKENDS:
-            ref = pushers.push(backend, value)  # warm-up (connections, caches) outside the medians
+            for _ in range(WARM_UP_ROUNDS):  # connections, caches, and the server's own buffers: outside the medians
+                refs[backend] = pushers.push(backend, value)
+                pushers.pull(backend, refs[backend])
             if backend != "db":
                 counter.attach(pushers.fs_for(backend))
-            pushes, pulls, writes, reads = [], [], [], []
-            for _ in range(REPETITIONS[label]):
+        samples = {backend: {"push": [], "pull": [], "writes": [], "reads": []} for backend in BACKENDS}
+        for repetition in range(REPETITIONS[label]):
+            shift = repetition % len(BACKENDS)
+            for backend in BACKENDS[shift:] + BACKENDS[:shift]:
+                taken = samples[backend]
                 before = counter.count
                 started = time.perf_counter()
-                ref = pushers.push(backend, value)
-                pushes.append(time.perf_counter() - started)
-                writes.append(counter.count - before)
+                refs[backend] = pushers.push(backend, value)
+                taken["push"].append(time.perf_counter() - started)
+                taken["writes"].append(counter.count - before)
+                time.sleep(SETTLE_SECONDS)
                 before = counter.count
                 started = time.perf_counter()
-                pulled = pushers.pull(backend, ref)
-                pulls.append(time.perf_counter() - started)
-                reads.append(counter.count - before)
+                pulled = pushers.pull(backend, refs[backend])
+                taken["pull"].append(time.perf_counter() - started)
+                taken["reads"].append(counter.count - before)
                 assert pulled == value, f"{backend} {label}: pulled value differs"
+        for backend, taken in samples.items():
             results[f"{backend} {label}"] = {
-                "push_ms": _median_ms(pushes),
-                "pull_ms": _median_ms(pulls),
-                "requests_per_write": max(writes),
-                "requests_per_read": max(reads),
+                "push_ms": _median_ms(taken["push"]),
+                "pull_ms": _median_ms(taken["pull"]),
+                "requests_per_write": max(taken["writes"]),
+                "requests_per_read": max(taken["reads"]),
+                "push_samples_ms": [round(t * 1000, 2) for t in taken["push"]],
+                "pull_samples_ms": [round(t * 1000, 2) for t in taken["pull"]],
             }
-            if backend == "bundled" and label == "50 MB":
-                results["integrity 50 MB"] = measure_integrity(ref)
             print(
                 f"  {backend:<10} {label:>6}: push {results[f'{backend} {label}']['push_ms']:>8} ms, "
                 f"pull {results[f'{backend} {label}']['pull_ms']:>8} ms",
                 flush=True,
             )
+        if label == "50 MB":
+            results["integrity 50 MB"] = measure_integrity(refs["bundled"])
     return results
 
 
