@@ -420,15 +420,19 @@ def test_a_path_without_a_connection_id_uses_the_default_credentials(deployment:
     assert deployment.key(reference["url"]) not in deployment.stored_keys()
 
 
-def test_a_local_path_works_and_creates_its_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+# file:// and local://: the second is a scheme the backend has no entry for, resolved as ObjectStoragePath does.
+@pytest.mark.parametrize("scheme", ["file", "local"])
+def test_a_local_path_works_and_creates_its_directories(
+    scheme: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = tmp_path / "shared" / "xcom"  # does not exist yet
-    monkeypatch.setenv(contract.PATH_ENV, f"file://{base}")
+    monkeypatch.setenv(contract.PATH_ENV, f"{scheme}://{base}")
     monkeypatch.setenv(contract.THRESHOLD_ENV, "1000")
     clear_all_caches()
     try:
         reference = push(BIG)
         stored = base / "d" / "manual__2026-01-01T00%3A00%3A00%2B00%3A00" / "t" / "-1" / "big.json"
-        assert reference["url"] == f"file://{base}/{stored.relative_to(base)}" and stored.is_file()
+        assert reference["url"] == f"{scheme}://{base}/{stored.relative_to(base)}" and stored.is_file()
         assert pull(reference) == BIG
         store, rows = gc.checked_store(), [(OWNER, reference)]
         assert gc.find_orphans(store, timedelta(0), lambda where=None: rows).orphans == []
