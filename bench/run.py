@@ -327,7 +327,7 @@ def child_requests(cloud: str) -> dict[str, Any]:
     from emulation.gcs import gcs_server
     from emulation.request_count import counting
     from tests.conftest import deploy
-    from tests.xcom_calls import clear_all_caches, trust_in_process
+    from tests.xcom_calls import use_emitted_env
     from xcom_backend.backend import ObjectStorageXComBackend, reading_xcom
     from xcom_backend.references import XComIdentity
     from xcom_backend.store import current_store
@@ -338,10 +338,7 @@ def child_requests(cloud: str) -> dict[str, Any]:
         with server_cm as server:
             stack = deploy(server, prefix="bench")
             try:
-                os.environ.update({**stack.run.outputs["airflow_env"], **server.client_env})
-                if ca_file := server.client_env.get("SSL_CERT_FILE"):
-                    trust_in_process(ca_file)
-                clear_all_caches()
+                use_emitted_env(stack.run.outputs["airflow_env"], server.client_env, os.environ.__setitem__)
                 ObjectStorageXComBackend.serialize_value(payload(1000), **COORDS)  # store and client exist
                 for label in ("1 KB", "50 MB"):
                     value = payload(SIZES[label])

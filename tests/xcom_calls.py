@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +35,16 @@ def trust_in_process(ca_file: str) -> None:
     from aiohttp import connector
 
     connector._SSL_CONTEXT_VERIFIED.load_verify_locations(cafile=ca_file)
+
+
+def use_emitted_env(env: Mapping[str, str], client_env: Mapping[str, str], setenv: Callable[[str, str], Any]) -> None:
+    """The stack's emitted env and the emulator's client env (endpoint, CA), and nothing else that grants
+    access, in this process; caches cleared so the backend resolves its store from them."""
+    for name, value in {**env, **client_env, "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        setenv(name, value)
+    if ca_file := client_env.get("SSL_CERT_FILE"):
+        trust_in_process(ca_file)
+    clear_all_caches()
 
 
 def push(value: Any, owner: XComIdentity = OWNER) -> Any:

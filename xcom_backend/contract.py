@@ -192,10 +192,6 @@ class ObjectStorageLocation:
         known = STORE_SCHEMES.get(self.scheme)
         return known.fs_module if known else self.scheme
 
-    def same_place(self, other: ObjectStorageLocation) -> bool:
-        """Same bucket and key, whatever connection id or scheme alias either was written with."""
-        return (self.family, self.bucket, self.prefix) == (other.family, other.bucket, other.prefix)
-
     def relative_name(self, url: str) -> str | None:
         """The part of object ``url`` below this base (compared by bucket and path), or None outside it."""
         try:

@@ -25,7 +25,7 @@ from airflow.utils.json import XComDecoder, XComEncoder
 from emulation.request_count import Requests, counting
 from tests.conftest import DeployedStack, deploy
 from tests.stores import ADMIN_CONN_ID, AdminBucket
-from tests.xcom_calls import OWNER, RUN_ID, clear_all_caches, pull, purge, push, trust_in_process
+from tests.xcom_calls import OWNER, RUN_ID, clear_all_caches, pull, purge, push, use_emitted_env
 from xcom_backend import codec, contract, gc, references
 from xcom_backend.backend import (
     XComForeignReferenceError,
@@ -81,12 +81,8 @@ def deployed(request: pytest.FixtureRequest) -> Iterator[DeployedStack]:
 @pytest.fixture
 def deployment(deployed: DeployedStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
     """The emitted env, and nothing else that grants access, in this process's environment."""
-    for name, value in {**deployed.env, **deployed.server.client_env, "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(name, value)
     monkeypatch.delenv("AIRFLOW_CTX_TASK_ID", raising=False)  # errors must be raised in and out of tasks
-    if ca_file := deployed.server.client_env.get("SSL_CERT_FILE"):
-        trust_in_process(ca_file)
-    clear_all_caches()
+    use_emitted_env(deployed.env, deployed.server.client_env, monkeypatch.setenv)
     yield Deployment(deployed, monkeypatch)
     clear_all_caches()
 

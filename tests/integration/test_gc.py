@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import DeployedStack, deploy
 from tests.stores import AdminBucket
-from tests.xcom_calls import RUN_ID, clear_all_caches, push, trust_in_process
+from tests.xcom_calls import RUN_ID, clear_all_caches, push, use_emitted_env
 from xcom_backend import contract, gc
 from xcom_backend.references import XComIdentity, object_name
 from xcom_backend.store import current_store
@@ -57,11 +57,7 @@ def gc_stack(request: pytest.FixtureRequest) -> Iterator[DeployedStack]:
 
 @pytest.fixture
 def emitted_env(gc_stack: DeployedStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[DeployedStack]:
-    for name, value in {**gc_stack.env, **gc_stack.server.client_env, "AWS_EC2_METADATA_DISABLED": "true"}.items():
-        monkeypatch.setenv(name, value)
-    if ca_file := gc_stack.server.client_env.get("SSL_CERT_FILE"):
-        trust_in_process(ca_file)
-    clear_all_caches()
+    use_emitted_env(gc_stack.env, gc_stack.server.client_env, monkeypatch.setenv)
     yield gc_stack
     admin = AdminBucket(gc_stack.server, gc_stack.bucket)
     for key in admin.keys("gcprefix/"):

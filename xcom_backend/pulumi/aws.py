@@ -115,17 +115,6 @@ def assume_role_policy(principal_arn: str) -> dict[str, Any]:
     }
 
 
-class AwsXComStorage(pulumi.ComponentResource):
-    """Bucket, least-privilege credential and the Airflow env that ties them together."""
-
-    outputs: dict[str, Any]
-
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("airflow-xcom-backend:aws:XComStorage", name, None, opts)
-        self.outputs = declare(self, name, settings)
-        self.register_outputs(self.outputs)
-
-
 def declare(
     parent: pulumi.Resource, name: str, settings: Settings, *, policy_name: str = POLICY_NAME
 ) -> dict[str, Any]:

@@ -45,17 +45,6 @@ def signing_key(generation: int) -> str:
     return "key1" if generation % 2 else "key2"
 
 
-class AzureXComStorage(pulumi.ComponentResource):
-    """Resource group, storage account, container, lifecycle policy, credential and the Airflow env."""
-
-    outputs: dict[str, Any]
-
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("airflow-xcom-backend:azure:XComStorage", name, None, opts)
-        self.outputs = declare(self, name, settings)
-        self.register_outputs(self.outputs)
-
-
 def declare(parent: pulumi.Resource, name: str, settings: Settings) -> dict[str, Any]:
     """Declare the account and each deployment's container and credential as children of ``parent``.
 

@@ -86,7 +86,7 @@ def settings_from_arguments(name: str, arguments: Mapping[str, Any]) -> Settings
     raw = {
         KEY_OF_ARGUMENT[arg]: value for arg, value in arguments.items() if arg in KEY_OF_ARGUMENT and value is not None
     }
-    provider = {key: value for key in PROVIDER_DEFAULT_KEYS if (value := runtime_config.get_config(key))}
+    provider = provider_config()
     try:
         settings = parse(
             raw,
@@ -101,6 +101,29 @@ def settings_from_arguments(name: str, arguments: Mapping[str, Any]) -> Settings
     if problems:  # every bad argument at once, as the stack names every bad setting
         raise XComStorageError(problems) from None
     return settings
+
+
+def provider_config() -> dict[str, str]:
+    """The stack's provider config that empty settings fall back to (the default providers read the same keys)."""
+    return {key: value for key in PROVIDER_DEFAULT_KEYS if (value := runtime_config.get_config(key))}
+
+
+def declare(parent: pulumi.Resource, name: str, settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Declare the selected cloud's resources as children of ``parent``, importing that cloud's SDK only."""
+    builder = importlib.import_module(f"xcom_backend.pulumi.{settings.cloud}")
+    return builder.declare(parent, name, settings, **extra)
+
+
+class StackXComStorage(pulumi.ComponentResource):
+    """This repo's stack program's component. Its type names the cloud (``airflow-xcom-backend:aws:XComStorage``),
+    as the stacks have always declared it: another type would change every resource's URN and replace it."""
+
+    outputs: dict[str, Any]
+
+    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(f"airflow-xcom-backend:{settings.cloud}:XComStorage", name, None, opts)
+        self.outputs = declare(self, name, settings)
+        self.register_outputs(self.outputs)
 
 
 class XComStorage(pulumi.ComponentResource):
@@ -126,9 +149,8 @@ class XComStorage(pulumi.ComponentResource):
         settings = settings_from_arguments(name, arguments)  # before anything is registered
         super().__init__(TYPE, name, None, opts)
         self.settings = settings
-        builder = importlib.import_module(f"xcom_backend.pulumi.{settings.cloud}")  # that cloud's SDK only
         extra = {"policy_name": f"{name}-policy"} if settings.cloud == "aws" else {}
-        self.outputs = builder.declare(self, name, settings, **extra)
+        self.outputs = declare(self, name, settings, **extra)
         for key, value in self.outputs.items():
             setattr(self, key, value)
         self.register_outputs(self.outputs)

@@ -65,17 +65,6 @@ def keyfile_dict(private_key_b64: str) -> str:
     return base64.b64decode(private_key_b64).decode("utf-8")
 
 
-class GcpXComStorage(pulumi.ComponentResource):
-    """Bucket, bucket-level conditional binding, optional key, and the Airflow env."""
-
-    outputs: dict[str, Any]
-
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
-        super().__init__("airflow-xcom-backend:gcp:XComStorage", name, None, opts)
-        self.outputs = declare(self, name, settings)
-        self.register_outputs(self.outputs)
-
-
 def declare(parent: pulumi.Resource, name: str, settings: Settings) -> dict[str, Any]:
     """Declare the bucket and each deployment's access as children of ``parent``; return the outputs.
 
