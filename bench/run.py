@@ -104,7 +104,8 @@ class Pushers:
             return json.loads(text, cls=self.decoder)
         return json.loads(self.raw_fs.cat_file(ref))
 
-    def fs_for(self, backend: str) -> Any:
+    def transport_for(self, backend: str) -> Any:
+        """What sends the backend's requests: an s3fs filesystem, or the bundled backend's S3 client."""
         if backend == "raw-s3fs":
             return self.raw_fs
         if backend == "common-io":
@@ -113,22 +114,26 @@ class Pushers:
             return _get_base_path().fs  # Airflow's cached filesystem for the connection
         from xcom_backend.store import current_store
 
-        return current_store().fs
+        return current_store().transport
 
 
 class RequestCounter:
-    """Counts HTTP requests s3fs filesystems send (botocore's before-send event)."""
+    """Counts the HTTP requests s3fs filesystems and botocore clients send (botocore's before-send event)."""
 
     def __init__(self) -> None:
         self.count = 0
         self.hooked: set[int] = set()
 
-    def attach(self, fs: Any) -> None:
-        if id(fs) in self.hooked:
+    def attach(self, transport: Any) -> None:
+        if id(transport) in self.hooked:
             return
-        fs.connect() if getattr(fs, "_s3", None) is None else None
-        fs.s3.meta.events.register("before-send.s3", self._seen)
-        self.hooked.add(id(fs))
+        if hasattr(transport, "meta"):  # a botocore client
+            events = transport.meta.events
+        else:
+            transport.connect() if getattr(transport, "_s3", None) is None else None
+            events = transport.s3.meta.events
+        events.register("before-send.s3", self._seen)
+        self.hooked.add(id(transport))
 
     def _seen(self, **_: Any) -> None:
         self.count += 1
@@ -150,7 +155,7 @@ def measure_latency(pushers: Pushers, counter: RequestCounter) -> dict[str, Any]
                 refs[backend] = pushers.push(backend, value)
                 pushers.pull(backend, refs[backend])
             if backend != "db":
-                counter.attach(pushers.fs_for(backend))
+                counter.attach(pushers.transport_for(backend))
         samples = {backend: {"push": [], "pull": [], "writes": [], "reads": []} for backend in BACKENDS}
         for repetition in range(REPETITIONS[label]):
             shift = repetition % len(BACKENDS)
@@ -343,7 +348,7 @@ def child_requests(cloud: str) -> dict[str, Any]:
                 for label in ("1 KB", "50 MB"):
                     value = payload(SIZES[label])
                     gcs_iam = server.iam if cloud == "gcp" else None
-                    with counting(current_store().fs, gcs_iam=gcs_iam) as requests:
+                    with counting(current_store().transport, gcs_iam=gcs_iam) as requests:
                         reference = ObjectStorageXComBackend.serialize_value(value, **COORDS)
                         written = len(requests)
                         with reading_xcom(XComIdentity(**COORDS)):

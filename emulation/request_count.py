@@ -1,8 +1,9 @@
-"""Requests a filesystem sends to S3, GCS or Azure, recorded where each client sends them.
+"""Requests a store sends to S3, GCS or Azure, recorded where each client sends them.
 
-S3: botocore's before-send event on the s3fs client. GCS: the IAM proxy's decisions (a stack's key reaches
-the emulator only through it). Azure: the transport of adlfs's blob service client. Used by the tests that
-require one request per write and per read, and by `make bench`, which prints the counts.
+S3: botocore's before-send event on the store's S3 client (or on s3fs's client). GCS: the IAM proxy's
+decisions (a stack's key reaches the emulator only through it). Azure: the transport of adlfs's blob service
+client. Used by the tests that require one request per write and per read, and by `make bench`, which prints
+the counts.
 """
 
 from __future__ import annotations
@@ -33,37 +34,39 @@ class Requests:
 
 
 @contextlib.contextmanager
-def counting(fs: Any, *, gcs_iam: Any = None) -> Iterator[Requests]:
-    """Record the requests ``fs`` (s3fs, gcsfs behind ``gcs_iam``, or adlfs) sends inside the block."""
+def counting(transport: Any, *, gcs_iam: Any = None) -> Iterator[Requests]:
+    """Record the requests ``transport`` (a Store's: a botocore S3 client, s3fs, gcsfs behind ``gcs_iam``, or
+    adlfs) sends inside the block."""
     requests = Requests()
-    library = type(fs).__module__.split(".", 1)[0]
-    if library == "s3fs":
+    library = type(transport).__module__.split(".", 1)[0]
+    if library in ("botocore", "s3fs"):
+        events = (transport if library == "botocore" else transport.s3).meta.events
 
         def record(request: Any, **_: Any) -> None:
             requests.seen.append(f"{request.method} {request.url.split('?')[0]}")
 
-        fs.s3.meta.events.register("before-send.s3", record)
+        events.register("before-send.s3", record)
         try:
             yield requests
         finally:
-            fs.s3.meta.events.unregister("before-send.s3", record)
+            events.unregister("before-send.s3", record)
     elif library == "gcsfs":
         if gcs_iam is None:
             raise ValueError("GCS requests are counted at the IAM proxy: pass gcs_iam")
         requests._proxy, requests._start = gcs_iam, len(gcs_iam.decisions)
         yield requests
     elif library == "adlfs":
-        transport = fs.service_client._pipeline._transport
-        send = transport.send
+        sender = transport.service_client._pipeline._transport
+        send = sender.send
 
         async def counted(request: Any, **kwargs: Any) -> Any:
             requests.seen.append(f"{request.method} {request.url.split('?')[0]}")  # no SAS in messages
             return await send(request, **kwargs)
 
-        transport.send = counted
+        sender.send = counted
         try:
             yield requests
         finally:
-            del transport.send
+            del sender.send
     else:
         raise ValueError(f"no request counter for {library}")

@@ -1,9 +1,10 @@
 """The configured object store: resolved once per process, one request per read, write or delete.
 
 One request each on S3, GCS and Azure (counted by tests/integration/test_backend_stores.py), up to the largest
-object each takes in a single request (``SINGLE_REQUEST_LIMIT``): s3fs would HEAD before every read and
-gcsfs's default class asks the Storage Control API for the bucket's layout; adlfs splits reads above 32 MiB
-and writes above 64 MiB, s3fs and gcsfs writes above 100 and 50 MiB.
+object each takes in a single request (``SINGLE_REQUEST_LIMIT``). On S3 those go through the Amazon
+provider's botocore client (xcom_backend/s3.py), not s3fs, which would HEAD before every read; gcsfs's default
+class asks the Storage Control API for the bucket's layout; adlfs splits reads above 32 MiB and writes above
+64 MiB, s3fs and gcsfs writes above 100 and 50 MiB.
 
 Accepts every path common-io accepts: ``<scheme>://<conn_id>@<bucket>/<prefix>``, the same without a
 connection id (the scheme's default credentials: instance role, IRSA, ADC, ...), ``file:///shared/xcom``
@@ -12,19 +13,19 @@ and any other scheme Airflow's ObjectStoragePath knows.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import gc
 import importlib
 import posixpath
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from xcom_backend import codec, contract
 from xcom_backend.errors import StoreConfigError
 from xcom_backend.references import name_budget
+from xcom_backend.s3 import S3Objects, crc32c_base64, provider_client
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -40,8 +41,19 @@ SINGLE_REQUEST_LIMIT = 5000 * 2**20
 class Store:
     base_url: str  # as configured, e.g. s3://my_aws_conn@bucket/xcom
     location: contract.ObjectStorageLocation
-    fs: AbstractFileSystem
     compression: str | None
+    build_fs: Callable[[], AbstractFileSystem]  # built at first use: on S3 only gc's listing needs it
+    s3: S3Objects | None = None  # S3: reads, writes and deletes through the provider's client (xcom_backend.s3)
+
+    @cached_property
+    def fs(self) -> AbstractFileSystem:
+        with _cyclic_gc_deferred():
+            return self.build_fs()
+
+    @property
+    def transport(self) -> Any:
+        """What sends this store's reads and writes: the S3 client, or the filesystem."""
+        return self.s3.client if self.s3 is not None else self.fs
 
     @property
     def base_path(self) -> str:
@@ -58,6 +70,10 @@ class Store:
     def path_of(self, name: str) -> str:
         return f"{self.base_path}/{name}"
 
+    def key_of(self, name: str) -> str:
+        """The object's key in its bucket."""
+        return f"{self.location.prefix}/{name}" if self.location.prefix else name
+
     def url_of(self, name: str) -> str:
         return f"{self.base_url}/{name}"
 
@@ -67,17 +83,17 @@ class Store:
         return type(self.fs).__module__.split(".", 1)[0]
 
     def write(self, name: str, data: bytes) -> None:
-        """One request. S3 gets the bytes' CRC32C, which S3 verifies before storing the object (botocore
-        would otherwise compute a CRC32 of its own, 2.5x slower without its optional C extension), and a body
-        it does not copy (_UploadBody)."""
+        """One request. Through s3fs (the S3 connections xcom_backend.s3 leaves to it), S3 gets the same CRC32C
+        header the S3 client sends, and a body aiohttp does not copy (_UploadBody)."""
+        if self.s3 is not None:
+            self.s3.put(self.key_of(name), data)
+            return
         path = self.path_of(name)
         library = self.library
         if library == "s3fs" and len(data) <= SINGLE_REQUEST_LIMIT:
             from fsspec.asyn import sync
 
             bucket, key, _ = self.fs.split_path(path)
-            # Stores that refuse checksum headers are configured with request_checksum_calculation=when_required
-            # (AWS_REQUEST_CHECKSUM_CALCULATION): then none is sent, as botocore would send none.
             checksum = {}
             if getattr(self.fs.s3.meta.config, "request_checksum_calculation", None) != "when_required":
                 checksum["ChecksumCRC32C"] = crc32c_base64(data)
@@ -93,12 +109,18 @@ class Store:
 
     def read(self, name: str) -> bytes:
         """One request (s3fs would HEAD first to decide on ranged reads)."""
+        if self.s3 is not None:
+            return self.s3.get(self.key_of(name))
         if self.library == "s3fs":
             return self.fs.cat_file(self.path_of(name), max_concurrency=1)
         return self.fs.cat_file(self.path_of(name))
 
     def delete(self, name: str) -> bool:
-        """Delete one object; False when it was already gone (s3fs succeeds then, gcsfs and adlfs raise)."""
+        """Delete one object; False when it was already gone (S3 answers that as deleted; gcsfs and adlfs
+        raise)."""
+        if self.s3 is not None:
+            self.s3.delete(self.key_of(name))
+            return True
         try:
             self.fs.rm_file(self.path_of(name))
         except FileNotFoundError:
@@ -174,13 +196,6 @@ class _UploadBody:
         # and does not rewind it, and Content-Length is always len(self).
         for start in range(0, len(self._view), self._SLICE):
             yield self._view[start : start + self._SLICE]
-
-
-def crc32c_base64(data: bytes) -> str:
-    """CRC32C as S3's checksum headers carry it (big-endian, base64)."""
-    import google_crc32c
-
-    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
 
 
 def _filesystem(location: contract.ObjectStorageLocation) -> AbstractFileSystem:
@@ -269,7 +284,17 @@ def current_store() -> Store:
         raise StoreConfigError(f"{_setting(contract.COMPRESSION_KEY)}: {err}") from None
     base_url = conf.get(contract.AIRFLOW_CONFIG_SECTION, contract.PATH_KEY).strip().rstrip("/")
     with _cyclic_gc_deferred():
-        return Store(base_url=base_url, location=location, fs=_filesystem(location), compression=compression)
+        client = provider_client(location.conn_id) if location.family == contract.S3_FAMILY else None
+        store = Store(
+            base_url=base_url,
+            location=location,
+            compression=compression,
+            build_fs=partial(_filesystem, location),
+            s3=S3Objects(client, location.bucket) if client is not None else None,
+        )
+        if client is None:
+            store.fs  # noqa: B018 (built now: a connection or filesystem error is raised here, not at a write)
+        return store
 
 
 @cache

@@ -301,7 +301,8 @@ def probe(report: Report) -> None:
     except Exception as err:
         report.add("probe: filesystem", False, f"{type(err).__name__}: {err}")
         return
-    report.add("probe: filesystem", True, f"{type(current.fs).__name__} for {current.base_url}", latency)
+    sender = "the Amazon provider's S3 client" if current.s3 is not None else type(current.fs).__name__
+    report.add("probe: filesystem", True, f"{sender} for {current.base_url}", latency)
     name = f"_verify/{uuid.uuid4()}.json"
     url = current.url_of(name)
     body = json.dumps({"verify": name}).encode()

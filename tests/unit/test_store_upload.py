@@ -1,11 +1,13 @@
-"""The S3 write path (its own upload body and CRC32C header) against an HTTP server that answers like S3 under
-load: `503 SlowDown` before it accepts. moto cannot be made to answer that, so this server stands in for it;
-s3fs, aiobotocore and aiohttp above it are the real ones."""
+"""The S3 write paths against an HTTP server that answers like S3 under load: `503 SlowDown` before it accepts.
+moto cannot be made to answer that, so this server stands in for it. Above it are the real clients: the
+provider-built botocore client the backend writes with (xcom_backend/s3.py), and s3fs with aiobotocore and
+aiohttp for the connections left to s3fs (the store's own upload body and CRC32C header)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ import pytest
 import s3fs
 
 from xcom_backend import contract
+from xcom_backend.s3 import S3Objects, provider_client
 from xcom_backend.store import Store
 
 SLOW_DOWN = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
@@ -79,13 +82,50 @@ def slow_s3(request: pytest.FixtureRequest) -> Iterator[SlowS3]:
     loop.close()
 
 
+DATA = bytes(range(256)) * (3 * 2**12)  # 3 MiB: several of _UploadBody's 1 MiB slices
+CRC32C = base64.b64encode(google_crc32c.value(DATA).to_bytes(4, "big")).decode()
+BASE = "s3://slow@bucket/xcom"
+
+
+def _not_built() -> s3fs.S3FileSystem:
+    raise AssertionError("the S3 client path must not build s3fs")
+
+
+def provider_store(slow_s3: SlowS3, monkeypatch: pytest.MonkeyPatch, **extra: object) -> Store:
+    """The store as current_store() builds it for an S3 connection: the provider-built client."""
+    extra = {"endpoint_url": slow_s3.endpoint, "region_name": "us-east-1", **extra}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLOW", json.dumps({"conn_type": "aws", "login": "k", "password": "s", "extra": extra})
+    )
+    client = provider_client("slow")
+    assert client is not None
+    return Store(BASE, contract.parse_objectstorage_path(BASE), None, _not_built, S3Objects(client, "bucket"))
+
+
+@pytest.mark.parametrize("slow_s3", [0, 2], indirect=True)
+def test_every_retried_put_of_the_s3_client_carries_the_whole_body(slow_s3: SlowS3, monkeypatch) -> None:
+    provider_store(slow_s3, monkeypatch).write("d/r/t/-1/k.json", DATA)
+    assert len(slow_s3.received) == slow_s3.refusals + 1  # botocore's retries
+    assert all(put == (len(DATA), DATA, CRC32C) for put in slow_s3.received)
+
+
+@pytest.mark.parametrize("slow_s3", [5], indirect=True)
+def test_a_put_s3_keeps_refusing_fails_with_s3s_error_code_after_the_connections_retries(
+    slow_s3: SlowS3, monkeypatch
+) -> None:
+    retries = {"config_kwargs": {"retries": {"mode": "standard", "max_attempts": 1}}}
+    store = provider_store(slow_s3, monkeypatch, **retries)
+    with pytest.raises(OSError, match="SlowDown") as raised:
+        store.write("d/r/t/-1/k.json", DATA)
+    assert not isinstance(raised.value, FileNotFoundError | PermissionError)
+    assert len(slow_s3.received) == 2  # one retry: the connection's config_kwargs reach the client
+
+
 @pytest.mark.parametrize("slow_s3", [0, 6], indirect=True)
-def test_every_retried_put_carries_the_whole_body(slow_s3: SlowS3) -> None:
+def test_every_retried_put_through_s3fs_carries_the_whole_body(slow_s3: SlowS3) -> None:
     fs = s3fs.S3FileSystem(key="k", secret="s", endpoint_url=slow_s3.endpoint, skip_instance_cache=True)
     base = "s3://bucket/xcom"
-    store = Store(base, contract.parse_objectstorage_path(base), fs, None)
-    data = bytes(range(256)) * (3 * 2**12)  # 3 MiB: several of the body's 1 MiB slices
-    store.write("d/r/t/-1/k.json", data)
-    crc32c = base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+    store = Store(base, contract.parse_objectstorage_path(base), None, lambda: fs)
+    store.write("d/r/t/-1/k.json", DATA)
     assert len(slow_s3.received) == slow_s3.refusals + 1  # botocore's and s3fs's retries together
-    assert all(put == (len(data), data, crc32c) for put in slow_s3.received)
+    assert all(put == (len(DATA), DATA, CRC32C) for put in slow_s3.received)
