@@ -1,7 +1,9 @@
 """S3's single-object requests (read, write, delete) through the Amazon provider's own client, without s3fs.
 
-The client is what ``S3Hook`` gives every S3 operator: the same connection, credentials (keys, role, profile,
-IRSA), region, endpoint, botocore ``config_kwargs`` and ``verify`` as the provider's filesystem. It is
+The client is built as the Amazon provider's hooks build theirs, from what the provider's filesystem uses:
+the same connection, credentials (keys, role, profile, IRSA), region, endpoint and botocore ``config_kwargs``.
+Like that filesystem (so like common-io, and like gc's listing through s3fs) it leaves the connection's
+``verify`` extra aside: certificates are always checked, against ``AWS_CA_BUNDLE`` where set. It is
 synchronous, so a task's first offload does not import s3fs, aiobotocore and aiohttp (measured: 120 ms, 45 of
 them aiohttp loading the CA bundle into two TLS contexts at import) nor start fsspec's event-loop thread; and
 at 50 MB it was faster both ways (docs/benchmark.md). Listing a prefix (gc) still goes through s3fs.
@@ -16,18 +18,37 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import time
 from collections.abc import Iterator
 from typing import Any
 
 # The provider's filesystem module reads these keys of service_config.s3 (airflow.providers.amazon.aws.fs.s3).
 FILESYSTEM_ONLY_SERVICE_KEYS = ("signer", "proxy-uri")
+BODY_READ_TRIES = 5  # s3fs's S3FileSystem.retries
+# Codes S3 answers a credential it refuses with, some with status 400 (s3fs's errors table maps them so too).
+_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "AccountProblem",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidObjectState",
+        "InvalidPayer",
+        "InvalidSecurity",
+        "NotSignedUp",
+        "RequestTimeTooSkewed",
+        "SignatureDoesNotMatch",
+    }
+)
 
 
 def provider_client(conn_id: str | None) -> Any | None:
     """An S3 client built the way the provider's hooks build theirs, or None where s3fs must be used.
 
     ``conn_id`` None: the default credential chain, as the provider's filesystem. The provider's own idiom
-    (``AwsGenericHook.account_id``): the hook's session, endpoint, botocore config and verify. Not
+    (``AwsGenericHook.account_id``): the hook's session, endpoint and botocore config. Not
     ``get_conn()``, which walks the call stack twice (``inspect.stack()``) to name the caller in the user agent:
     measured 30-40 ms of a first offload; the provider's filesystem skips that too.
     """
@@ -43,7 +64,6 @@ def provider_client(conn_id: str | None) -> Any | None:
         service_name="s3",
         endpoint_url=hook.conn_config.get_service_endpoint_url(service_name="s3"),
         config=hook.config,
-        verify=hook.verify,
     )
 
 
@@ -66,13 +86,28 @@ class S3Objects:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **checksum)
 
     def get(self, key: str) -> bytes:
-        with _as_os_errors(self.bucket, key):
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        """One GetObject; tried again, as s3fs does, when the body breaks off after the headers (botocore's own
+        retries end when the headers arrive)."""
+        from botocore.exceptions import ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
 
-    def delete(self, key: str) -> None:
-        """S3 answers a missing key as deleted (as s3fs's rm_file does)."""
-        with _as_os_errors(self.bucket, key):
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+        for attempt in range(BODY_READ_TRIES):
+            try:
+                with _as_os_errors(self.bucket, key):
+                    return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except (ResponseStreamingError, ReadTimeoutError, ConnectionClosedError):
+                if attempt + 1 == BODY_READ_TRIES:
+                    raise
+                time.sleep(min(1.7**attempt * 0.1, 15))  # s3fs's backoff
+        raise AssertionError("unreachable")
+
+    def delete(self, key: str) -> bool:
+        """False when the bucket is gone; S3 answers a missing key as deleted (as s3fs's rm_file does)."""
+        try:
+            with _as_os_errors(self.bucket, key):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+        except FileNotFoundError:
+            return False
+        return True
 
 
 @contextlib.contextmanager
@@ -90,8 +125,10 @@ def _as_os_errors(bucket: str, key: str) -> Iterator[None]:
         message = f"{code}: {error.get('Message', '')}"
         if status == 404 or code in ("NoSuchKey", "NoSuchBucket", "NotFound", "404"):
             raise FileNotFoundError(errno.ENOENT, message, target) from err
-        if status == 403 or code in ("AccessDenied", "403"):
+        if status == 403 or code in _DENIED_CODES:
             raise PermissionError(errno.EACCES, message, target) from err
+        if code == "RequestTimeout":
+            raise TimeoutError(errno.ETIMEDOUT, message, target) from err
         raise OSError(errno.EIO, message, target) from err
 
 

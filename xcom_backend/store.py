@@ -116,11 +116,10 @@ class Store:
         return self.fs.cat_file(self.path_of(name))
 
     def delete(self, name: str) -> bool:
-        """Delete one object; False when it was already gone (S3 answers that as deleted; gcsfs and adlfs
-        raise)."""
+        """Delete one object; False when it was already gone (gcsfs and adlfs raise then; S3 answers a missing key
+        as deleted, and only a missing bucket as gone)."""
         if self.s3 is not None:
-            self.s3.delete(self.key_of(name))
-            return True
+            return self.s3.delete(self.key_of(name))
         try:
             self.fs.rm_file(self.path_of(name))
         except FileNotFoundError:

@@ -38,11 +38,14 @@ def providers_filesystem_client(conn_id: str | None) -> Any:
 
 
 def setup_of(client: Any) -> dict[str, Any]:
-    config = client.meta.config
+    config, credentials = client.meta.config, client._request_signer._credentials
     return {
         "endpoint": client.meta.endpoint_url,
         "region": client.meta.region_name,
-        "access key": client._request_signer._credentials.access_key,
+        "access key": credentials.access_key,
+        "session token": credentials.token,
+        "verify": client._endpoint.http_session._verify,
+        "proxies": config.proxies,
         "retries": config.retries,
         "addressing": (config.s3 or {}).get("addressing_style"),
         "signature": config.signature_version,
@@ -53,7 +56,10 @@ def test_the_client_is_set_up_as_the_providers_filesystem(monkeypatch: pytest.Mo
     extra = {
         "region_name": "eu-west-3",
         "endpoint_url": "http://127.0.0.1:9",
+        "aws_session_token": "session-token-tuned",
+        "verify": False,  # neither the provider's filesystem nor the backend turns certificate checks off
         "config_kwargs": {
+            "proxies": {"https": "http://proxy.internal:3128"},
             "retries": {"mode": "standard", "max_attempts": 7},
             "connect_timeout": 11,
             "s3": {"addressing_style": "path"},
@@ -64,6 +70,8 @@ def test_the_client_is_set_up_as_the_providers_filesystem(monkeypatch: pytest.Mo
     client, filesystem_client = provider_client(conn_id), providers_filesystem_client(conn_id)
     assert setup_of(client) == setup_of(filesystem_client)
     assert (client.meta.region_name, client.meta.config.retries["total_max_attempts"]) == ("eu-west-3", 8)
+    assert setup_of(client)["session token"] == "session-token-tuned"
+    assert setup_of(client)["verify"] not in (False, None)
     # Timeouts the connection sets are both clients' (unset: botocore's 60 s, as S3Hook's; s3fs's own 5/15 s).
     assert client.meta.config.connect_timeout == filesystem_client.meta.config.connect_timeout == 11
 
@@ -113,3 +121,30 @@ def test_a_plain_connection_gets_the_client_and_no_filesystem(monkeypatch: pytes
         assert "fs" not in vars(store)  # s3fs is built only if something lists the prefix (gc)
     finally:
         clear_all_caches()
+
+
+CLIENT_ERRORS = [
+    ("NoSuchKey", 404), ("NoSuchBucket", 404), ("404", 404), ("AccessDenied", 403), ("403", 403),
+    ("ExpiredToken", 400), ("InvalidAccessKeyId", 403), ("SignatureDoesNotMatch", 403),
+    ("RequestTimeTooSkewed", 403), ("InvalidObjectState", 403), ("AccountProblem", 403),
+    ("AllAccessDisabled", 403), ("InvalidPayer", 403), ("NotSignedUp", 403), ("InvalidSecurity", 403),
+    ("RequestTimeout", 400), ("InvalidToken", 400), ("InternalError", 500), ("SlowDown", 503),
+    ("ServiceUnavailable", 503), ("OperationAborted", 409), ("InvalidRequest", 400), ("EntityTooLarge", 400),
+    ("BadDigest", 400), ("XAmzContentSHA256Mismatch", 400), ("KMS.KMSInvalidStateException", 400),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("code", "status"), CLIENT_ERRORS)
+def test_s3_errors_are_raised_as_s3fs_raises_them(code: str, status: int) -> None:
+    """The backend's messages tell a missing object, a refused credential and other failures apart by the
+    exception's type: the client path raises the type s3fs's own translation gives."""
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    from xcom_backend.s3 import _as_os_errors
+
+    error = ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+    with pytest.raises(OSError) as raised, _as_os_errors("bucket", "xcom/k.json"):
+        raise error
+    assert type(raised.value) is type(translate_boto_error(error))
+    assert code in str(raised.value) and "s3://bucket/xcom/k.json" in str(raised.value)

@@ -1,5 +1,6 @@
-"""The S3 write paths against an HTTP server that answers like S3 under load: `503 SlowDown` before it accepts.
-moto cannot be made to answer that, so this server stands in for it. Above it are the real clients: the
+"""The S3 request paths against an HTTP server that answers like S3 under load or on a bad network: `503
+SlowDown` before it accepts a PUT, a GET's body cut off halfway. moto cannot be made to answer that, so this
+server stands in for it. Above it are the real clients: the
 provider-built botocore client the backend writes with (xcom_backend/s3.py), and s3fs with aiobotocore and
 aiohttp for the connections left to s3fs (the store's own upload body and CRC32C header)."""
 
@@ -21,20 +22,45 @@ from xcom_backend.s3 import S3Objects, provider_client
 from xcom_backend.store import Store
 
 SLOW_DOWN = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+NO_SUCH_BUCKET = b"<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>"
 
 
 @dataclass
 class SlowS3:
-    """Answers the first ``refusals`` PUTs with 503 SlowDown, then 200; records what each PUT carried."""
+    """Answers the first ``refusals`` PUTs with 503 SlowDown, then 200; records what each PUT carried. GETs are
+    answered with ``stored``, the first ``broken_reads`` of them cut off halfway through the body."""
 
     refusals: int
     endpoint: str = ""
     received: list[tuple[int, bytes, str | None]] = field(default_factory=list)  # (Content-Length, body, crc32c)
+    stored: bytes = b""
+    broken_reads: int = 0
+    reads: int = 0
+    bucket_gone: bool = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+                if head[0].startswith("DELETE "):
+                    if self.bucket_gone:
+                        writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n" % len(NO_SUCH_BUCKET))
+                        writer.write(NO_SUCH_BUCKET)
+                    else:
+                        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    await writer.drain()
+                    continue
+                if head[0].startswith("GET "):
+                    self.reads += 1
+                    whole = self.stored
+                    broken = self.reads <= self.broken_reads
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(whole))
+                    writer.write(whole[: len(whole) // 2] if broken else whole)
+                    await writer.drain()
+                    if broken:  # the connection drops mid-body
+                        writer.close()
+                        return
+                    continue
                 headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:]) if v}
                 length = int(headers.get("content-length", 0))
                 if headers.get("expect", "").lower() == "100-continue":
@@ -119,6 +145,33 @@ def test_a_put_s3_keeps_refusing_fails_with_s3s_error_code_after_the_connections
         store.write("d/r/t/-1/k.json", DATA)
     assert not isinstance(raised.value, FileNotFoundError | PermissionError)
     assert len(slow_s3.received) == 2  # one retry: the connection's config_kwargs reach the client
+
+
+@pytest.mark.parametrize("broken_reads", [0, 2])
+@pytest.mark.parametrize("slow_s3", [0], indirect=True)
+def test_a_read_cut_off_mid_body_is_tried_again(slow_s3: SlowS3, monkeypatch, broken_reads: int) -> None:
+    """As s3fs does: botocore's own retries end once the headers have arrived."""
+    slow_s3.stored, slow_s3.broken_reads = DATA, broken_reads
+    assert provider_store(slow_s3, monkeypatch).read("d/r/t/-1/k.json") == DATA
+    assert slow_s3.reads == broken_reads + 1
+
+
+@pytest.mark.parametrize("slow_s3", [0], indirect=True)
+def test_a_read_that_keeps_breaking_off_fails_after_s3fss_tries(slow_s3: SlowS3, monkeypatch) -> None:
+    from botocore.exceptions import ResponseStreamingError
+
+    slow_s3.stored, slow_s3.broken_reads = DATA, 100
+    with pytest.raises(ResponseStreamingError):
+        provider_store(slow_s3, monkeypatch).read("d/r/t/-1/k.json")
+    assert slow_s3.reads == 5
+
+
+@pytest.mark.parametrize("bucket_gone", [False, True])
+@pytest.mark.parametrize("slow_s3", [0], indirect=True)
+def test_a_delete_in_a_bucket_that_is_gone_counts_as_already_gone(slow_s3: SlowS3, monkeypatch, bucket_gone) -> None:
+    """S3 answers a missing key as deleted, a missing bucket with 404 NoSuchBucket: purged either way."""
+    slow_s3.bucket_gone = bucket_gone
+    assert provider_store(slow_s3, monkeypatch).delete("d/r/t/-1/k.json") is not bucket_gone
 
 
 @pytest.mark.parametrize("slow_s3", [0, 6], indirect=True)
