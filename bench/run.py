@@ -127,12 +127,9 @@ class RequestCounter:
     def attach(self, transport: Any) -> None:
         if id(transport) in self.hooked:
             return
-        if hasattr(transport, "meta"):  # a botocore client
-            events = transport.meta.events
-        else:
-            transport.connect() if getattr(transport, "_s3", None) is None else None
-            events = transport.s3.meta.events
-        events.register("before-send.s3", self._seen)
+        from emulation.request_count import botocore_events
+
+        botocore_events(transport).register("before-send.s3", self._seen)
         self.hooked.add(id(transport))
 
     def _seen(self, **_: Any) -> None:

@@ -33,14 +33,24 @@ class Requests:
         return repr(self.lines())
 
 
+def botocore_events(transport: Any) -> Any | None:
+    """The event system of the botocore client under an S3 transport (the client, or s3fs's); None for others."""
+    library = type(transport).__module__.split(".", 1)[0]
+    if library == "botocore":
+        return transport.meta.events
+    if library == "s3fs":
+        transport.connect() if getattr(transport, "_s3", None) is None else None
+        return transport.s3.meta.events
+    return None
+
+
 @contextlib.contextmanager
 def counting(transport: Any, *, gcs_iam: Any = None) -> Iterator[Requests]:
     """Record the requests ``transport`` (a Store's: a botocore S3 client, s3fs, gcsfs behind ``gcs_iam``, or
     adlfs) sends inside the block."""
     requests = Requests()
     library = type(transport).__module__.split(".", 1)[0]
-    if library in ("botocore", "s3fs"):
-        events = (transport if library == "botocore" else transport.s3).meta.events
+    if (events := botocore_events(transport)) is not None:
 
         def record(request: Any, **_: Any) -> None:
             requests.seen.append(f"{request.method} {request.url.split('?')[0]}")

@@ -75,30 +75,25 @@ class S3Objects:
         self.bucket = bucket
 
     def put(self, key: str, data: bytes) -> None:
-        """One PutObject, with the bytes' CRC32C, which S3 verifies before it stores the object (botocore would
-        otherwise compute a CRC32 of its own, 2.5x slower without its optional C extension)."""
-        checksum = {}
-        # Stores that refuse checksum headers are configured with request_checksum_calculation=when_required
-        # (AWS_REQUEST_CHECKSUM_CALCULATION): then none is sent, as botocore would send none.
-        if getattr(self.client.meta.config, "request_checksum_calculation", None) != "when_required":
-            checksum["ChecksumCRC32C"] = crc32c_base64(data)
+        """One PutObject, with the bytes' CRC32C (checksum_headers)."""
         with _as_os_errors(self.bucket, key):
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **checksum)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **checksum_headers(self.client, data))
 
     def get(self, key: str) -> bytes:
         """One GetObject; tried again, as s3fs does, when the body breaks off after the headers (botocore's own
         retries end when the headers arrive)."""
         from botocore.exceptions import ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
 
-        for attempt in range(BODY_READ_TRIES):
+        for attempt in range(BODY_READ_TRIES - 1):
             try:
-                with _as_os_errors(self.bucket, key):
-                    return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                return self._get_once(key)
             except (ResponseStreamingError, ReadTimeoutError, ConnectionClosedError):
-                if attempt + 1 == BODY_READ_TRIES:
-                    raise
                 time.sleep(min(1.7**attempt * 0.1, 15))  # s3fs's backoff
-        raise AssertionError("unreachable")
+        return self._get_once(key)
+
+    def _get_once(self, key: str) -> bytes:
+        with _as_os_errors(self.bucket, key):
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def delete(self, key: str) -> bool:
         """False when the bucket is gone; S3 answers a missing key as deleted (as s3fs's rm_file does)."""
@@ -132,8 +127,13 @@ def _as_os_errors(bucket: str, key: str) -> Iterator[None]:
         raise OSError(errno.EIO, message, target) from err
 
 
-def crc32c_base64(data: bytes) -> str:
-    """CRC32C as S3's checksum headers carry it (big-endian, base64)."""
+def checksum_headers(client: Any, data: bytes) -> dict[str, str]:
+    """The PutObject argument carrying the bytes' CRC32C, which S3 verifies before it stores the object (botocore
+    would otherwise compute a CRC32 of its own, 2.5x slower without its optional C extension). None for stores
+    configured with request_checksum_calculation=when_required (AWS_REQUEST_CHECKSUM_CALCULATION: S3-compatible
+    stores that refuse checksum headers), as botocore would send none."""
+    if getattr(client.meta.config, "request_checksum_calculation", None) == "when_required":
+        return {}
     import google_crc32c
 
-    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+    return {"ChecksumCRC32C": base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from xcom_backend import codec, contract
 from xcom_backend.errors import StoreConfigError
 from xcom_backend.references import name_budget
-from xcom_backend.s3 import S3Objects, crc32c_base64, provider_client
+from xcom_backend.s3 import S3Objects, checksum_headers, provider_client
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -83,9 +83,10 @@ class Store:
         return type(self.fs).__module__.split(".", 1)[0]
 
     def write(self, name: str, data: bytes) -> None:
-        """One request. Through s3fs (the S3 connections xcom_backend.s3 leaves to it), S3 gets the same CRC32C
-        header the S3 client sends, and a body aiohttp does not copy (_UploadBody)."""
-        if self.s3 is not None:
+        """One request up to SINGLE_REQUEST_LIMIT; above it the libraries' multipart uploads (s3fs's on S3).
+        Through s3fs, S3 gets the same CRC32C the S3 client sends, and a body aiohttp does not copy
+        (_UploadBody)."""
+        if self.s3 is not None and len(data) <= SINGLE_REQUEST_LIMIT:
             self.s3.put(self.key_of(name), data)
             return
         path = self.path_of(name)
@@ -94,9 +95,7 @@ class Store:
             from fsspec.asyn import sync
 
             bucket, key, _ = self.fs.split_path(path)
-            checksum = {}
-            if getattr(self.fs.s3.meta.config, "request_checksum_calculation", None) != "when_required":
-                checksum["ChecksumCRC32C"] = crc32c_base64(data)
+            checksum = checksum_headers(self.fs.s3, data)
             body = _UploadBody(data)
             sync(self.fs.loop, self.fs._call_s3, "put_object", Bucket=bucket, Key=key, Body=body, **checksum)
             self.fs.invalidate_cache(path)

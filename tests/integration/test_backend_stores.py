@@ -465,6 +465,25 @@ def test_one_request_per_write_and_one_per_read(deployment: Deployment, count_re
     assert (written, len(requests) - written) == (1, 1), requests
 
 
+def test_a_value_above_the_single_request_limit_is_uploaded_in_parts(deployment: Deployment, monkeypatch) -> None:
+    """Above SINGLE_REQUEST_LIMIT (5000 MiB: S3's and Azure's largest single PUT; lowered here to 5 MiB, S3's
+    smallest part) each store's library uploads in parts; on S3 that is s3fs's multipart upload."""
+    from xcom_backend import store as store_module
+
+    monkeypatch.setattr(store_module, "SINGLE_REQUEST_LIMIT", 5 * 2**20)
+    clear_all_caches()  # adlfs's sizes are set from the limit when the store is built
+    try:
+        store = store_module.current_store()
+        gcs_iam = deployment.stack.server.iam if deployment.cloud == "gcp" else None
+        value = {"pad": "p" * (11 * 2**20)}
+        with counting(store.fs, gcs_iam=gcs_iam) as requests:
+            reference = push(value)
+        assert len(requests) >= 3, requests  # parts of at most 5 MiB, however each library frames them
+        assert pull(reference) == value
+    finally:
+        clear_all_caches()
+
+
 def test_gcsfs_default_class_is_replaced(deployment: Deployment, count_requests, monkeypatch) -> None:
     """Where GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT is not "false" (the stack emits it; a hand-made env may lack it),
     gcsfs's default class asks the Storage Control API for the bucket's layout before each operation — a

@@ -144,14 +144,30 @@ def test_two_components_in_one_program_get_their_own_resources() -> None:
     assert users == [f"{PROJECT}-prod-xcom-a", f"{PROJECT}-prod-xcom-c"]
 
 
-def test_only_the_selected_clouds_sdk_is_imported() -> None:
+SDKS = ("pulumi_aws", "pulumi_gcp", "pulumi_azure")
+
+
+@pytest.mark.parametrize(
+    ("entry", "run", "cloud"),
+    [
+        ("import stacks.program, stacks.settings", "run_program({}, RecordingMocks())", "aws"),
+        (
+            "from xcom_backend.pulumi import XComStorage",
+            "run_program({}, RecordingMocks(), main=lambda: XComStorage('x', cloud='gcp', project='p-12345').outputs)",
+            "gcp",
+        ),
+    ],
+    ids=["stack-program", "component"],
+)
+def test_only_the_selected_clouds_sdk_is_imported(entry: str, run: str, cloud: str) -> None:
+    selected = {"aws": "pulumi_aws", "gcp": "pulumi_gcp", "azure": "pulumi_azure"}[cloud]
+    others = tuple(sdk for sdk in SDKS if sdk != selected)
     probe = (
-        "import sys; from xcom_backend.pulumi import XComStorage; import xcom_backend.pulumi.settings; "
-        "assert not [m for m in sys.modules if m.startswith(('pulumi_aws', 'pulumi_gcp', 'pulumi_azure'))]; "
-        "from emulation.pulumi_runner import run_program, RecordingMocks; "
-        "run_program({}, RecordingMocks(), main=lambda: XComStorage('x', cloud='gcp', project='p-12345').outputs); "
-        "assert 'pulumi_gcp' in sys.modules; "
-        "assert not [m for m in sys.modules if m.startswith(('pulumi_aws', 'pulumi_azure'))]; print('ok')"
+        f"import sys; {entry}; import xcom_backend.pulumi.settings; "
+        f"assert not [m for m in sys.modules if m.startswith({SDKS!r})]; "
+        f"from emulation.pulumi_runner import run_program, RecordingMocks; {run}; "
+        f"assert {selected!r} in sys.modules; "
+        f"assert not [m for m in sys.modules if m.startswith({others!r})]; print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
