@@ -85,8 +85,13 @@ CLOUD_ENV: Mapping[str, Mapping[str, str]] = {"gcp": {GCSFS_HNS_ENV: "false"}}
 # Schemes seen in tutorials that Airflow registers no object storage for, and what to use instead.
 UNREGISTERED_SCHEMES: Mapping[str, str] = {"wasb": "abfs", "wasbs": "abfs", "azblob": "abfs", "az": "abfs"}
 
-# The bundled backend stores an object with this key in the metadata DB for an offloaded XCom; common-io
-# stores the bare URL string instead. xcom_backend.references decides when either is to be believed.
+# The bundled backend stores a dict in the metadata DB for an offloaded XCom; common-io stores the bare URL
+# string instead. xcom_backend.references decides when either is to be believed. Since version 3 the dict has
+# the shape of a serde-serialized object (Airflow's own wire names below) whose data is the object's URL, so
+# the API server's stringify shows "xcom_backend.InObjectStorage@version=3(<url>)" in the UI's XCom tab.
+# Versions 1 and 2 carried REFERENCE_MARKER instead (shown there as a collapsed JSON object).
+REFERENCE_CLASSNAME = "xcom_backend.InObjectStorage"
+SERDE_CLASSNAME, SERDE_VERSION, SERDE_DATA = "__classname__", "__version__", "__data__"
 REFERENCE_MARKER = "__xcom_object_storage__"
 
 DEFAULT_THRESHOLD = 1000

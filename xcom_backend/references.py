@@ -18,10 +18,19 @@ from dataclasses import astuple, dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from xcom_backend.contract import REFERENCE_MARKER, ContractError, ObjectStorageLocation, parse_objectstorage_path
+from xcom_backend.contract import (
+    REFERENCE_CLASSNAME,
+    REFERENCE_MARKER,
+    SERDE_CLASSNAME,
+    SERDE_DATA,
+    SERDE_VERSION,
+    ContractError,
+    ObjectStorageLocation,
+    parse_objectstorage_path,
+)
 from xcom_backend.errors import XComForeignReferenceError, XComReferenceError
 
-REFERENCE_VERSION = 2
+REFERENCE_VERSION = 3
 MAX_KEY_BYTES = 1024  # S3 and GCS object names; Azure allows 1024 characters, so at least as many bytes
 MAX_SEGMENT_BYTES = 255  # one path segment on local filesystems (NAME_MAX); object stores allow more
 LONG_NAME_DIR = "_long"
@@ -146,7 +155,8 @@ class ObjectReference:
     size: int | None = None  # serialized bytes (bundled only)
     stored_size: int | None = None  # bytes in storage (bundled only)
     checksum: str | None = None  # "<algorithm>:<hex>" of the stored bytes (bundled only), see CHECKSUM_ALGORITHMS
-    version: int = REFERENCE_VERSION  # version 1 wrote its objects with Airflow's XComEncoder, as common-io
+    version: int = REFERENCE_VERSION  # version 1 wrote its objects with Airflow's XComEncoder, as common-io;
+    # versions 2 and 3 write the same objects (3 changed only the row's shape)
 
     @property
     def writer(self) -> str:
@@ -162,11 +172,13 @@ def bundled_reference(
     checksum: str,
     compression: str | None,
 ) -> dict[str, Any]:
-    """What the bundled backend stores in the metadata DB for an offloaded XCom."""
+    """What the bundled backend stores in the metadata DB for an offloaded XCom: shaped as a serde object whose
+    data is the URL, so that Airflow's API server (which reads rows without the backend) shows
+    ``xcom_backend.InObjectStorage@version=3(<url>)`` in the UI and API; the other fields are ignored there."""
     return {
-        REFERENCE_MARKER: f"in object storage: {url} ({size} bytes)",
-        "v": REFERENCE_VERSION,
-        "url": url,
+        SERDE_CLASSNAME: REFERENCE_CLASSNAME,
+        SERDE_VERSION: REFERENCE_VERSION,
+        SERDE_DATA: url,
         "dag_id": owner.dag_id,
         "run_id": owner.run_id,
         "task_id": owner.task_id,
@@ -182,8 +194,13 @@ def bundled_reference(
 def is_reference_shaped(value: Any) -> bool:
     """Cheap pre-check: could ``value`` be a reference at all? (Most XComs are not even candidates.)"""
     if isinstance(value, dict):
-        return REFERENCE_MARKER in value
+        return _is_bundled_shaped(value)
     return isinstance(value, str) and "://" in value[:64]
+
+
+def _is_bundled_shaped(value: Mapping[str, Any]) -> bool:
+    """A dict in the bundled backend's reference shape: version 3's serde class, or versions 1-2's marker key."""
+    return value.get(SERDE_CLASSNAME) == REFERENCE_CLASSNAME or REFERENCE_MARKER in value
 
 
 def resolve(value: Any, base: ObjectStorageLocation, expected: XComIdentity | None) -> ObjectReference | None:
@@ -194,7 +211,7 @@ def resolve(value: Any, base: ObjectStorageLocation, expected: XComIdentity | No
     identity at all, a value that looks like a reference under ``base`` is an error, never read.
     Raises XComReferenceError for a reference that is ours in shape but cannot be interpreted.
     """
-    if isinstance(value, dict) and REFERENCE_MARKER in value:
+    if isinstance(value, dict) and _is_bundled_shaped(value):
         return _bundled(value, base, expected)
     if isinstance(value, str) and "://" in value[:64]:
         return _common_io(value, base, expected)
@@ -211,13 +228,12 @@ def _field(reference: Mapping[str, Any], name: str, kind: type | tuple[type, ...
 def _bundled(
     reference: Mapping[str, Any], base: ObjectStorageLocation, expected: XComIdentity | None
 ) -> ObjectReference | None:
-    url = reference.get("url")
+    url, version, versions = _url_and_version(reference)
     if not isinstance(url, str):
-        raise XComReferenceError(f"malformed XCom reference (no 'url'): {str(dict(reference))[:200]}")
-    version = reference.get("v")
-    if type(version) is not int or version not in (1, 2):  # not True, 2.0 or "2"
+        raise XComReferenceError(f"malformed XCom reference (no URL): {str(dict(reference))[:200]}")
+    if type(version) is not int or version not in versions:  # not True, 2.0 or "2"
         raise XComReferenceError(
-            f"XCom reference to {url} has version v={version!r}; this backend reads versions 1 and 2 "
+            f"XCom reference to {url} has version v={version!r}; this backend reads versions 1, 2 and 3 "
             "(was it written by a newer version of the backend?)"
         )
     compression = reference.get("compression")
@@ -238,7 +254,7 @@ def _bundled(
         raise XComReferenceError(f"malformed XCom reference: {err}") from None
 
     name = base.relative_name(url)
-    if version == 2:
+    if version >= 2:
         owner = XComIdentity(
             _field(reference, "dag_id", str, url),
             _field(reference, "run_id", str, url),
@@ -252,7 +268,7 @@ def _bundled(
         owner = decode_object_name(tail, compression) or expected or XComIdentity()
         own_name = _v1_object_name(owner, compression) if owner.exact else None
 
-    # The backend never leaves a dict carrying the marker in the DB as a value (must_offload), so a marker dict
+    # The backend never leaves a dict in the reference shape in the DB as a value (must_offload), so such a dict
     # that is not this XCom's own reference is refused loudly, never handed over as if it were the value.
     if name != own_name:
         if own_name and ("/" + target.prefix).endswith("/" + own_name):  # its own name, under another path
@@ -267,8 +283,8 @@ def _bundled(
         )
     if expected is None:
         raise XComReferenceError(
-            f"cannot tell which XCom the reference to {url} belongs to; it is only read through "
-            "XCom.get_one/get_all or a mapped task's results"
+            f"cannot tell which XCom the reference to {url} belongs to; it is read from a metadata-DB row (which "
+            "carries its dag_id, run_id, task_id, map_index and key), XCom.get_one/get_all or a mapped task's results"
         )
     if not expected.agrees_with(owner):
         raise XComForeignReferenceError(
@@ -276,6 +292,13 @@ def _bundled(
             f"({expected.describe()}); not read (was the row edited?)"
         )
     return ObjectReference(url, name, owner, compression, "bundled", size, stored_size, checksum, version)
+
+
+def _url_and_version(reference: Mapping[str, Any]) -> tuple[Any, Any, tuple[int, ...]]:
+    """(URL, version, versions that shape may have): version 3 keeps them in serde's fields, 1 and 2 in their own."""
+    if reference.get(SERDE_CLASSNAME) == REFERENCE_CLASSNAME:
+        return reference.get(SERDE_DATA), reference.get(SERDE_VERSION), (3,)
+    return reference.get("url"), reference.get("v"), (1, 2)
 
 
 def common_io_owner(name: str) -> tuple[XComIdentity, str | None] | None:
@@ -301,8 +324,8 @@ def _common_io(url: str, base: ObjectStorageLocation, expected: XComIdentity | N
     owner, compression = shaped
     if expected is None:
         raise XComReferenceError(
-            f"cannot tell which XCom the common-io reference {url} belongs to; it is only read through "
-            "XCom.get_one/get_all or inside a task"
+            f"cannot tell which XCom the common-io reference {url} belongs to; it is read from a metadata-DB row "
+            "(which carries its coordinates), XCom.get_one/get_all or a mapped task's results"
         )
     if not expected.agrees_with(owner):
         return None
@@ -310,11 +333,11 @@ def _common_io(url: str, base: ObjectStorageLocation, expected: XComIdentity | N
 
 
 def must_offload(value: Any, base: ObjectStorageLocation | None) -> bool:
-    """A value that could read back as a reference if kept in the DB — a dict carrying our marker, or a string
+    """A value that could read back as a reference if kept in the DB — a dict in our reference shape, or a string
     in common-io's key shape under the base (whichever task it names: a pull of a mapped task's results cannot
     tell the task apart) — is offloaded whatever its size, so a row never holds an ambiguous value."""
     if isinstance(value, dict):
-        return REFERENCE_MARKER in value
+        return _is_bundled_shaped(value)
     if base is None or not isinstance(value, str) or "://" not in value[:64]:
         return False
     name = base.relative_name(value)
@@ -336,7 +359,7 @@ def xcom_shaped(name: str) -> bool:
 
 def stored_url(value: Any) -> str | None:
     """The URL a stored value names, for display only (the demo's table); trusts nothing."""
-    if isinstance(value, dict) and REFERENCE_MARKER in value:
-        url = value.get("url")
+    if isinstance(value, dict) and _is_bundled_shaped(value):
+        url = _url_and_version(value)[0]
         return url if isinstance(url, str) else None
     return value if isinstance(value, str) and "://" in value[:64] else None

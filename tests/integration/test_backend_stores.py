@@ -25,8 +25,21 @@ from airflow.utils.json import XComDecoder, XComEncoder
 from emulation.request_count import Requests, counting
 from tests.conftest import DeployedStack, deploy
 from tests.stores import ADMIN_CONN_ID, AdminBucket
-from tests.xcom_calls import OWNER, RUN_ID, clear_all_caches, pull, purge, push, use_emitted_env
+from tests.xcom_calls import (
+    OWNER,
+    RUN_ID,
+    clear_all_caches,
+    metadata_row,
+    pull,
+    pull_row,
+    purge,
+    push,
+    use_emitted_env,
+)
 from xcom_backend import codec, contract, gc, references
+from xcom_backend.backend import (
+    ObjectStorageXComBackend as Backend,
+)
 from xcom_backend.backend import (
     XComForeignReferenceError,
     XComObjectCorruptError,
@@ -34,7 +47,7 @@ from xcom_backend.backend import (
     XComObjectMissingError,
     XComReferenceError,
 )
-from xcom_backend.references import XComIdentity
+from xcom_backend.references import XComIdentity, stored_url
 
 pytestmark = pytest.mark.integration
 
@@ -99,14 +112,14 @@ def test_threshold_boundary_is_inclusive(deployment: Deployment) -> None:
     below, at = "y" * (1000 - 3), "y" * (1000 - 2)  # JSON adds two quotes: 999 and 1000 bytes
     assert push(below) == below
     reference = push(at)
-    assert reference["size"] == 1000 and reference["url"].startswith(deployment.base + "/")
+    assert reference["size"] == 1000 and stored_url(reference).startswith(deployment.base + "/")
 
 
 def test_big_value_goes_to_storage_under_a_retry_stable_name(deployment: Deployment) -> None:
     reference = push(BIG)
-    assert reference["url"] == f"{deployment.base}/d/manual__2026-01-01T00%3A00%3A00%2B00%3A00/t/-1/big.json"
-    assert reference[contract.REFERENCE_MARKER] == f"in object storage: {reference['url']} (11290 bytes)"
-    assert json.loads(deployment.admin.get(deployment.key(reference["url"]))) == BIG
+    assert stored_url(reference) == f"{deployment.base}/d/manual__2026-01-01T00%3A00%3A00%2B00%3A00/t/-1/big.json"
+    assert reference["size"] == 11290 and reference["__classname__"] == contract.REFERENCE_CLASSNAME
+    assert json.loads(deployment.admin.get(deployment.key(stored_url(reference)))) == BIG
     assert pull(reference) == BIG
 
 
@@ -114,13 +127,13 @@ def test_a_retry_overwrites_its_own_object(deployment: Deployment) -> None:
     first = push(BIG)
     before = deployment.stored_keys()
     second = push({**BIG, "retry": 2})
-    assert second["url"] == first["url"] and deployment.stored_keys() == before
+    assert stored_url(second) == stored_url(first) and deployment.stored_keys() == before
     assert pull(second)["retry"] == 2
 
 
 def test_mapped_tasks_and_keys_never_collide(deployment: Deployment) -> None:
     urls = {
-        push(BIG, XComIdentity("d", RUN_ID, "t", index, key))["url"]
+        stored_url(push(BIG, XComIdentity("d", RUN_ID, "t", index, key)))
         for index in (-1, 0, 1, 2, 10)
         for key in ("return_value", "a/b", "a%2Fb", "..", "ключ")
     }
@@ -133,12 +146,12 @@ def test_every_codec_common_io_accepts_round_trips_and_reads_common_ios_objects(
 ) -> None:
     deployment.set(contract.COMPRESSION_ENV, compression)
     reference = push(BIG)
-    assert reference["url"].endswith(".json" + references.compression_suffix(compression))
-    stored = deployment.admin.get(deployment.key(reference["url"]))
+    assert stored_url(reference).endswith(".json" + references.compression_suffix(compression))
+    stored = deployment.admin.get(deployment.key(stored_url(reference)))
     assert len(stored) == reference["stored_size"]
     assert pull(reference) == BIG
     # Switching back: common-io infers the codec from the suffix and reads our object itself.
-    assert common_io.XComObjectStorageBackend.deserialize_value(SimpleNamespace(value=reference["url"])) == BIG
+    assert common_io.XComObjectStorageBackend.deserialize_value(SimpleNamespace(value=stored_url(reference))) == BIG
     # And the other way: an object common-io wrote with this codec, read by us.
     theirs = write_with_common_io(deployment, {"by": "common-io", "codec": compression, "pad": "z" * 2000})
     assert pull(theirs, XComIdentity("d", RUN_ID, "t", 0, "return_value")) == {
@@ -195,10 +208,10 @@ def test_reads_common_io_references_written_under_another_connection_id(deployme
 def test_a_missing_object_raises(deployment: Deployment) -> None:
     # (Whether a process is inside a task no longer matters: the e2e tests run the consumer in its own process.)
     reference = push(BIG)
-    deployment.admin.delete(deployment.key(reference["url"]))
+    deployment.admin.delete(deployment.key(stored_url(reference)))
     with pytest.raises(XComObjectMissingError) as caught:
         pull(reference)
-    assert reference["url"] in str(caught.value) and "task t" in str(caught.value)
+    assert stored_url(reference) in str(caught.value) and "task t" in str(caught.value)
 
 
 def test_a_missing_common_io_object_raises_instead_of_returning_its_url(deployment: Deployment) -> None:
@@ -225,23 +238,23 @@ def test_an_unreadable_object_raises(deployment: Deployment) -> None:
     deployment.set(conn_env, json.dumps(connection))
     with pytest.raises(XComObjectError, match="reading XCom object") as caught:
         pull(reference)
-    assert reference["url"] in str(caught.value)
+    assert stored_url(reference) in str(caught.value)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupted"])
 def test_truncated_or_corrupted_object_raises(deployment: Deployment, damage: str) -> None:
     reference = push(BIG)
-    key = deployment.key(reference["url"])
+    key = deployment.key(stored_url(reference))
     body = deployment.admin.get(key)
     deployment.admin.put(key, body[: len(body) // 2] if damage == "truncated" else body.replace(b"x", b"y", 1))
     with pytest.raises(XComObjectCorruptError, match="does not match its checksum") as caught:
         pull(reference)
-    assert reference["url"] in str(caught.value)
+    assert stored_url(reference) in str(caught.value)
 
 
 def test_purge_deletes_the_object_and_a_missing_object_counts_as_purged(deployment: Deployment) -> None:
     reference = push(BIG)
-    key = deployment.key(reference["url"])
+    key = deployment.key(stored_url(reference))
     assert key in deployment.stored_keys()
     purge(reference)
     assert key not in deployment.stored_keys()
@@ -254,7 +267,7 @@ def test_purge_deletes_the_object_and_a_missing_object_counts_as_purged(deployme
 
 def test_strings_naming_objects_are_values_unless_they_are_this_xcoms_own(deployment: Deployment) -> None:
     victim = push({"secret": "of dag B", "pad": "b" * 2000}, XComIdentity("dag_b", RUN_ID, "t", -1, "return_value"))
-    victim_url = victim["url"]
+    victim_url = stored_url(victim)
     theirs = write_with_common_io(
         deployment, {"secret": "common-io of dag B", "pad": "b" * 2000}, XComIdentity("dag_b", RUN_ID, "t")
     )
@@ -285,12 +298,12 @@ def test_strings_naming_objects_are_values_unless_they_are_this_xcoms_own(deploy
 def test_values_that_would_read_back_as_references_are_offloaded(deployment: Deployment, threshold: str) -> None:
     deployment.set(contract.THRESHOLD_ENV, threshold)  # even with object storage off for everything else
     for value in (
-        {contract.REFERENCE_MARKER: "mine", "url": "x"},
+        {contract.REFERENCE_MARKER: "mine", "url": "x"},  # version 2's shape (serde refuses a dict in version 3's)
         f"{deployment.base}/d/{RUN_ID}/t/{uuid.uuid4()}",  # common-io's shape for this task
         f"{deployment.base}/other_dag/{RUN_ID}/sibling/{uuid.uuid4()}.gz",  # ... or for any other
     ):
         stored = push(value)
-        assert isinstance(stored, dict) and stored["v"] == references.REFERENCE_VERSION, stored
+        assert isinstance(stored, dict) and stored["__version__"] == references.REFERENCE_VERSION, stored
         assert pull(stored) == value
         assert pull(stored, XComIdentity("d", RUN_ID, "t", None, "big")) == value  # a mapped task's results
 
@@ -321,6 +334,34 @@ def test_a_reference_read_without_knowing_whose_value_it_is_raises(deployment: D
     assert pull(reference, XComIdentity(dag_id="d", run_id=RUN_ID)) == BIG  # a lazily read mapped result
 
 
+def test_a_metadata_db_row_is_read_by_its_own_coordinates(deployment: Deployment) -> None:
+    # Airflow core and drop-in checks pass the row itself (no get_one/get_all around the call): the row's
+    # coordinates are Airflow's, only its value is the user's.
+    mapped = XComIdentity("d", RUN_ID, "t", 3, "return_value")
+    for owner, value in ((OWNER, BIG), (mapped, {"index": 3, **BIG}), (OWNER, ("tuple", 1)), (OWNER, {"a": 23})):
+        assert pull_row(push(value, owner), owner) == value
+    url = write_with_common_io(deployment, BIG, XComIdentity("d", RUN_ID, "t"))
+    assert pull_row(url, XComIdentity("d", RUN_ID, "t", -1, "return_value")) == BIG  # common-io's row
+    purge_row_owner = XComIdentity("d", RUN_ID, "t", -1, "purged")
+    reference = push(BIG, purge_row_owner)
+    Backend.purge(metadata_row(reference, purge_row_owner))  # purge trusts a row's coordinates the same way
+    assert deployment.key(stored_url(reference)) not in deployment.stored_keys()
+
+
+def test_a_row_holding_another_xcoms_reference_is_refused(deployment: Deployment) -> None:
+    victim_owner = XComIdentity("dag_b", RUN_ID, "t", -1, "return_value")
+    victim = push({"secret": "of dag B", "pad": "b" * 2000}, victim_owner)
+    assert pull_row(victim, victim_owner)["secret"] == "of dag B"
+    for planted in (victim, {**victim, "dag_id": "d", "task_id": "t", "key": "big"}):  # copied, or relabelled
+        with pytest.raises(XComForeignReferenceError, match=stored_url(victim)):
+            pull_row(planted, OWNER)
+        Backend.purge(metadata_row(planted, OWNER))  # logged, nothing deleted
+    common_io_url = write_with_common_io(deployment, {"pad": "p" * 3000}, XComIdentity("dag_b", RUN_ID, "t"))
+    assert pull_row(common_io_url, OWNER) == common_io_url  # another task's common-io URL is a plain value
+    assert deployment.key(stored_url(victim)) in deployment.stored_keys()
+    assert deployment.key(common_io_url) in deployment.stored_keys()
+
+
 def test_a_reference_outside_the_configured_path_says_so(deployment: Deployment) -> None:
     reference = push(BIG)
     location = contract.parse_objectstorage_path(deployment.base)
@@ -332,10 +373,10 @@ def test_a_reference_outside_the_configured_path_says_so(deployment: Deployment)
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"v": 9}, "version v=9"),
+        ({"__version__": 9}, "version v=9"),
         ({"checksum": None}, "field 'checksum'"),
         ({"stored_size": "12"}, "field 'stored_size'"),
-        ({"url": None}, "no 'url'"),
+        ({"__data__": None}, "no URL"),
         ({"compression": "rar"}, "unknown compression"),
     ],
 )
@@ -351,12 +392,12 @@ def test_version_1_references_still_read(deployment: Deployment) -> None:
     value = {"tuple": (1, 2), True: "key", "set": {3}, "pad": "v" * 2000}
     reference = push(value)
     written_by_v1 = json.dumps(value, cls=XComEncoder).encode()
-    deployment.admin.put(deployment.key(reference["url"]), written_by_v1)
+    deployment.admin.put(deployment.key(stored_url(reference)), written_by_v1)
     read_by_v1 = json.loads(written_by_v1, cls=XComDecoder)
     v1 = {
-        contract.REFERENCE_MARKER: reference[contract.REFERENCE_MARKER],
+        contract.REFERENCE_MARKER: f"in object storage: {stored_url(reference)} ({len(written_by_v1)} bytes)",
         "v": 1,
-        "url": reference["url"],
+        "url": stored_url(reference),
         "size": len(written_by_v1),
         "stored_size": len(written_by_v1),
         "sha256": hashlib.sha256(written_by_v1).hexdigest(),
@@ -373,10 +414,10 @@ def test_version_2_sha256_references_still_read(deployment: Deployment) -> None:
     """Rows written before BLAKE3 and msgspec: json.dumps text of the serde form, SHA-256 in the row."""
     reference = push(BIG)
     old_bytes = json.dumps(codec.serialize(BIG)).encode()
-    deployment.admin.put(deployment.key(reference["url"]), old_bytes)
+    deployment.admin.put(deployment.key(stored_url(reference)), old_bytes)
     v2 = {**reference, "stored_size": len(old_bytes), "checksum": f"sha256:{hashlib.sha256(old_bytes).hexdigest()}"}
     assert pull(v2) == BIG
-    deployment.admin.put(deployment.key(reference["url"]), old_bytes.replace(b"x", b"y", 1))
+    deployment.admin.put(deployment.key(stored_url(reference)), old_bytes.replace(b"x", b"y", 1))
     with pytest.raises(XComObjectCorruptError, match="does not match its checksum"):
         pull(v2)
 
@@ -410,10 +451,10 @@ def test_a_path_without_a_connection_id_uses_the_default_credentials(deployment:
     deployment.set(contract.connection_env(location.conn_id), None)  # no connection at all
     deployment.set(contract.PATH_ENV, f"{location.scheme}://{location.bucket}/{location.prefix}")
     reference = push(BIG)
-    assert reference["url"].startswith(f"{location.scheme}://{location.bucket}/{location.prefix}/d/")
+    assert stored_url(reference).startswith(f"{location.scheme}://{location.bucket}/{location.prefix}/d/")
     assert pull(reference) == BIG
     purge(reference)
-    assert deployment.key(reference["url"]) not in deployment.stored_keys()
+    assert deployment.key(stored_url(reference)) not in deployment.stored_keys()
 
 
 # file:// and local://: the second is a scheme the backend has no entry for, resolved as ObjectStoragePath does.
@@ -428,7 +469,7 @@ def test_a_local_path_works_and_creates_its_directories(
     try:
         reference = push(BIG)
         stored = base / "d" / "manual__2026-01-01T00%3A00%3A00%2B00%3A00" / "t" / "-1" / "big.json"
-        assert reference["url"] == f"{scheme}://{base}/{stored.relative_to(base)}" and stored.is_file()
+        assert stored_url(reference) == f"{scheme}://{base}/{stored.relative_to(base)}" and stored.is_file()
         assert pull(reference) == BIG
         store, rows = gc.checked_store(), [(OWNER, reference)]
         assert gc.find_orphans(store, timedelta(0), lambda where=None: rows).orphans == []

@@ -14,7 +14,7 @@ from tests.xcom_calls import clear_all_caches, pull
 from xcom_backend import contract
 from xcom_backend.backend import ObjectStorageXComBackend as Backend
 from xcom_backend.backend import XComObjectCorruptError, XComObjectError, XComObjectMissingError
-from xcom_backend.references import XComIdentity
+from xcom_backend.references import XComIdentity, stored_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 BIG = {"rows": ["r" * 500] * 20}
@@ -60,36 +60,36 @@ def test_fault_matrix(own_moto, figures, monkeypatch) -> None:
 
     def object_deleted() -> None:
         reference = Backend.serialize_value(BIG, **COORDS)
-        s3.delete_object(Bucket=stack.bucket, Key=reference["url"].split(f"{stack.bucket}/", 1)[1])
+        s3.delete_object(Bucket=stack.bucket, Key=stored_url(reference).split(f"{stack.bucket}/", 1)[1])
         expect_loud(
             lambda: pull(reference, OWNER),
             XComObjectMissingError,
-            reference["url"],
+            stored_url(reference),
             "missing",
         )
 
     def object_truncated() -> None:
         reference = Backend.serialize_value(BIG, **COORDS)
-        key = reference["url"].split(f"{stack.bucket}/", 1)[1]
+        key = stored_url(reference).split(f"{stack.bucket}/", 1)[1]
         body = s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read()
         s3.put_object(Bucket=stack.bucket, Key=key, Body=body[:100])
         expect_loud(
             lambda: pull(reference, OWNER),
             XComObjectCorruptError,
-            reference["url"],
+            stored_url(reference),
             "checksum",
         )
 
     def object_corrupted() -> None:
         reference = Backend.serialize_value(BIG, **COORDS)
-        key = reference["url"].split(f"{stack.bucket}/", 1)[1]
+        key = stored_url(reference).split(f"{stack.bucket}/", 1)[1]
         body = bytearray(s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
         body[len(body) // 2] ^= 0x01  # one flipped bit, still valid JSON
         s3.put_object(Bucket=stack.bucket, Key=key, Body=bytes(body))
         expect_loud(
             lambda: pull(reference, OWNER),
             XComObjectCorruptError,
-            reference["url"],
+            stored_url(reference),
             "checksum",
         )
 
@@ -108,7 +108,7 @@ def test_fault_matrix(own_moto, figures, monkeypatch) -> None:
             expect_loud(
                 lambda: pull(reference, OWNER),
                 XComObjectError,
-                reference["url"],
+                stored_url(reference),
                 "permission denied",
             )
         finally:

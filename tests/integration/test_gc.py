@@ -21,7 +21,7 @@ from tests.conftest import DeployedStack, deploy
 from tests.stores import AdminBucket
 from tests.xcom_calls import RUN_ID, clear_all_caches, push, use_emitted_env
 from xcom_backend import contract, gc
-from xcom_backend.references import XComIdentity, object_name
+from xcom_backend.references import XComIdentity, object_name, stored_url
 from xcom_backend.store import current_store
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ def test_rows_protect_their_own_objects_and_what_they_cannot_read(emitted_env: D
     rows.rows[-1] = (owner("newer"), {**newer, "v": 3})  # written by a newer backend (rolling upgrade)
     victim = push(BIG, owner("victim"))  # its row is gone (db clean): an orphan ...
     rows.rows.append((owner("forger"), {**victim}))  # ... which another row's copied reference does not save
-    rows.rows.append((owner("string"), victim["url"]))  # nor does a string naming it
+    rows.rows.append((owner("string"), stored_url(victim)))  # nor does a string naming it
     scan = gc.find_orphans(gc.checked_store(), ZERO, rows)
     assert [item.name for item in scan.orphans] == [object_name(owner("victim"), None)]
 

@@ -257,7 +257,7 @@ def test_serde_runs_once_per_push(threshold: int, tmp_path: Path, monkeypatch: p
             calls.clear()
             stored = push([Point(1)] * size)
             assert len(calls) == size
-            offloaded = isinstance(stored, dict) and contract.REFERENCE_MARKER in stored
+            offloaded = isinstance(stored, dict) and references.is_reference_shaped(stored)
             assert offloaded == (0 <= threshold <= 10) and offloaded == any((tmp_path / "xcom").rglob("*.json"))
     finally:
         clear_all_caches()

@@ -74,7 +74,7 @@ def test_only_this_xcoms_own_object_is_a_reference() -> None:
     with pytest.raises(XComForeignReferenceError, match="does not name the object its own XCom"):
         resolve(forged, BASE, OWNER)
     assert resolve("s3://my_aws_conn@bucket/xcom/reports/x.csv", BASE, OWNER) is None  # a string: the value
-    assert resolve(reference_for(OTHER)["url"], BASE, OWNER) is None  # our name format, as a string
+    assert resolve(references.stored_url(reference_for(OTHER)), BASE, OWNER) is None  # our name format, as a string
 
 
 def test_common_io_urls_are_references_only_in_its_key_shape_for_this_dag_run_and_task() -> None:
@@ -110,11 +110,12 @@ def test_unknown_owner_or_malformed_references_raise() -> None:
         resolve(f"s3://c@bucket/xcom/dag_a/{RUN}/task/{uuid.uuid4()}", BASE, None)
     assert resolve("s3://c@bucket/xcom/reports/x.csv", BASE, None) is None  # not a reference at all
     for change, message in (
-        ({"v": 3}, "version v=3"),
-        ({"v": None}, "version v=None"),
-        ({"v": True}, "version v=True"),
-        ({"v": 2.0}, "version v=2.0"),
-        ({"v": "2"}, "version v='2'"),
+        ({"__version__": 4}, "version v=4"),
+        ({"__version__": 2}, "version v=2"),  # version 2 had the marker key, not the serde shape
+        ({"__version__": None}, "version v=None"),
+        ({"__version__": True}, "version v=True"),
+        ({"__version__": 3.0}, "version v=3.0"),
+        ({"__version__": "3"}, "version v='3'"),
         ({"checksum": "blake3:" + "0" * 64 + "\n"}, "unknown checksum"),
         ({"size": True}, "field 'size'"),
         ({"checksum": "md5:abc"}, "unknown checksum"),
@@ -122,8 +123,8 @@ def test_unknown_owner_or_malformed_references_raise() -> None:
         ({"checksum": "blake3:" + "0" * 63}, "unknown checksum"),
         ({"checksum": "blake3:" + "G" * 64}, "unknown checksum"),
         ({"dag_id": None}, "field 'dag_id'"),
-        ({"url": 5}, "no 'url'"),
-        ({"url": "no-scheme"}, "no scheme"),
+        ({"__data__": 5}, "no URL"),
+        ({"__data__": "no-scheme"}, "no scheme"),
     ):
         with pytest.raises(XComReferenceError, match=message):
             resolve(reference_for(OWNER, **change), BASE, OWNER)
@@ -141,12 +142,42 @@ def test_a_reference_written_under_another_path_says_so() -> None:
     with pytest.raises(XComForeignReferenceError, match="changed"):  # written under a sub-path of the base
         resolve(reference_for(OWNER, "s3://my_aws_conn@bucket/xcom/sub"), BASE, OWNER)
     with pytest.raises(XComForeignReferenceError, match="does not name the object"):
-        resolve({**reference_for(OWNER), "url": "s3://my_aws_conn@elsewhere/xcom/x.json"}, BASE, OWNER)
+        resolve({**reference_for(OWNER), "__data__": "s3://my_aws_conn@elsewhere/xcom/x.json"}, BASE, OWNER)
+
+
+def version_2_reference(owner: XComIdentity, **fields) -> dict:
+    """A row as version 2 of the backend wrote it: the marker key, "v" and "url" instead of serde's shape."""
+    v3 = reference_for(owner)
+    url = v3.pop("__data__")
+    del v3["__classname__"], v3["__version__"]
+    return {contract.REFERENCE_MARKER: f"in object storage: {url} (10 bytes)", "v": 2, "url": url, **v3, **fields}
+
+
+def test_rows_written_by_version_2_are_still_read() -> None:
+    resolved = resolve(version_2_reference(OWNER), BASE, OWNER)
+    assert resolved is not None and resolved.version == 2 and resolved.name == object_name(OWNER, None)
+    assert references.stored_url(version_2_reference(OWNER)) == references.stored_url(reference_for(OWNER))
+    with pytest.raises(XComForeignReferenceError, match="belongs to dag dag_b"):
+        resolve(version_2_reference(OTHER), BASE, OWNER)
+    for version in (3, 1.0, None):
+        with pytest.raises(XComReferenceError, match="version"):
+            resolve(version_2_reference(OWNER, v=version), BASE, OWNER)
+
+
+def test_the_row_is_shaped_as_a_serde_object_whose_data_is_the_url() -> None:
+    # The API server shows rows with Airflow's stringify: a serde object renders as one line naming its data.
+    from airflow.serialization.stringify import stringify
+
+    url = references.stored_url(reference_for(OWNER))
+    assert url and url.startswith("s3://my_aws_conn@bucket/xcom/dag_a/")
+    assert stringify(reference_for(OWNER)) == f"{contract.REFERENCE_CLASSNAME}@version=3({url})"
 
 
 def test_values_that_would_read_back_as_references_must_be_offloaded() -> None:
     assert references.must_offload({contract.REFERENCE_MARKER: 1}, BASE)
     assert references.must_offload({contract.REFERENCE_MARKER: 1}, None)
+    assert references.must_offload({"__classname__": contract.REFERENCE_CLASSNAME}, BASE)
+    assert not references.must_offload({"__classname__": "builtins.tuple", "__version__": 1, "__data__": []}, BASE)
     for dag in ("dag_a", "dag_b"):  # whichever task it names: a mapped pull cannot tell tasks apart
         assert references.must_offload(f"s3://c@bucket/xcom/{dag}/{RUN}/task/{uuid.uuid4()}", BASE)
     assert not references.must_offload("s3://c@bucket/xcom/reports/x.csv", BASE)

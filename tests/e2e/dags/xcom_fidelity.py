@@ -135,6 +135,8 @@ def xcom_fidelity():
         from airflow.sdk.execution_time.xcom import XCom  # the configured backend: the bundled one
         from hypothesis import HealthCheck, given, settings
 
+        from xcom_backend.references import stored_url
+
         ti = context["ti"]
         where = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
         counter, outcomes, failures = itertools.count(), Counter(), []
@@ -148,7 +150,7 @@ def xcom_fidelity():
                 via_db = err
             XCom.set(f"os{number}", value, **where)
             stored = XCom._get_xcom_db_ref(key=f"os{number}", **where).value
-            assert isinstance(stored, dict) and "v" in stored, f"{label}: not offloaded: {stored!r:.200}"
+            assert stored_url(stored), f"{label}: not offloaded: {stored!r:.200}"
             via_storage = XCom.get_one(key=f"os{number}", **where)
             exact = exact_round_trip(value)
             if isinstance(via_db, Exception):
