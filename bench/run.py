@@ -91,14 +91,9 @@ class Pushers:
         return cursor.lastrowid
 
     def pull(self, backend: str, ref: Any) -> Any:
-        if backend == "bundled":
-            from xcom_backend.backend import reading_xcom
-            from xcom_backend.references import XComIdentity
-
-            with reading_xcom(XComIdentity(**COORDS)):
-                return self.bundled.deserialize_value(SimpleNamespace(value=ref))
-        if backend == "common-io":
-            return self.common_io.deserialize_value(SimpleNamespace(value=ref))
+        if backend in ("bundled", "common-io"):  # a metadata-DB row, as Airflow core hands it to a backend
+            backend_class = self.bundled if backend == "bundled" else self.common_io
+            return backend_class.deserialize_value(SimpleNamespace(value=ref, **COORDS))
         if backend == "db":
             (text,) = self.db.execute("SELECT value FROM xcom WHERE id = ?", (ref,)).fetchone()
             return json.loads(text, cls=self.decoder)
@@ -330,8 +325,7 @@ def child_requests(cloud: str) -> dict[str, Any]:
     from emulation.request_count import counting
     from tests.conftest import deploy
     from tests.xcom_calls import use_emitted_env
-    from xcom_backend.backend import ObjectStorageXComBackend, reading_xcom
-    from xcom_backend.references import XComIdentity
+    from xcom_backend.backend import ObjectStorageXComBackend
     from xcom_backend.store import current_store
 
     results: dict[str, Any] = {}
@@ -348,8 +342,7 @@ def child_requests(cloud: str) -> dict[str, Any]:
                     with counting(current_store().transport, gcs_iam=gcs_iam) as requests:
                         reference = ObjectStorageXComBackend.serialize_value(value, **COORDS)
                         written = len(requests)
-                        with reading_xcom(XComIdentity(**COORDS)):
-                            pulled = ObjectStorageXComBackend.deserialize_value(SimpleNamespace(value=reference))
+                        pulled = ObjectStorageXComBackend.deserialize_value(SimpleNamespace(value=reference, **COORDS))
                         assert pulled == value, f"{cloud} {label}: pulled value differs"
                         results[label] = {"write": written, "read": len(requests) - written, "seen": requests.lines()}
             finally:

@@ -59,6 +59,19 @@ def pull(stored: Any, owner: XComIdentity | None = OWNER) -> Any:
         return Backend.deserialize_value(SimpleNamespace(value=stored))
 
 
+def metadata_row(stored: Any, owner: XComIdentity = OWNER) -> Any:
+    """An XCom row of Airflow's metadata DB (its ORM class) holding ``stored`` at ``owner``'s coordinates: what
+    Airflow core hands a backend, with no get_one/get_all around the call."""
+    from airflow.models.xcom import XComModel
+
+    return XComModel(dag_run_id=1, value=stored, **asdict(owner))
+
+
+def pull_row(stored: Any, owner: XComIdentity = OWNER) -> Any:
+    """deserialize_value as Airflow core calls it: on a metadata-DB row, which carries its own coordinates."""
+    return Backend.deserialize_value(metadata_row(stored, owner))
+
+
 def purge(stored: Any, owner: XComIdentity = OWNER) -> None:
     """purge as the task SDK's XCom.delete calls it before a retried try."""
     with reading_xcom(owner):

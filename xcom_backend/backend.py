@@ -22,13 +22,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk.bases.xcom import BaseXCom
 
-from xcom_backend import codec, contract, references
+from xcom_backend import codec, contract, mapped_reads, references
 from xcom_backend.errors import (
     XComForeignReferenceError,
     XComObjectCorruptError,
@@ -53,7 +52,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # The XCom being pulled or deleted right now, set by the class methods the task SDK calls (get_one, get_all,
-# delete); deserialize_value and purge receive only the value, not whose value it is.
+# delete) and by a mapped task's lazily read results (mapped_reads); there the SDK hands deserialize_value and
+# purge only the value, not whose value it is. A metadata-DB row carries its own coordinates instead.
 _EXPECTED: contextvars.ContextVar[XComIdentity | None] = contextvars.ContextVar("xcom_expected", default=None)
 
 
@@ -67,30 +67,17 @@ def reading_xcom(identity: XComIdentity) -> Iterator[None]:
         _EXPECTED.reset(token)
 
 
-def _expected_identity() -> XComIdentity | None:
-    """Whose value is being read: declared by the pulling call (get_one, get_all, delete), or — a mapped task's
-    results, which the SDK's LazyXComSequence reads with the value alone — that sequence's task and key."""
-    if (declared := _EXPECTED.get()) is not None:
-        return declared
-    return _lazy_sequence_identity()
+def _owner_of(result: Any) -> XComIdentity | None:
+    """Whose value ``result`` is: the coordinates a metadata-DB row carries (written by Airflow, not by users,
+    who control only the value), else what the reading call declared (the task SDK passes values alone)."""
+    fields = [getattr(result, name, None) for name in ("dag_id", "run_id", "task_id", "map_index", "key")]
+    if None not in fields:
+        return XComIdentity(*fields)
+    return _EXPECTED.get()
 
 
-def _lazy_sequence_identity() -> XComIdentity | None:
-    """The source task, run and key of the LazyXComSequence calling deserialize_value (any map index)."""
-    try:
-        from airflow.sdk.execution_time.lazy_sequence import LazyXComSequence
-    except ImportError:
-        return None
-    frame = sys._getframe(1)
-    for _ in range(8):  # deserialize_value <- _reference_in <- ... <- LazyXComSequence.__getitem__
-        if frame is None:
-            return None
-        caller = frame.f_locals.get("self")
-        if isinstance(caller, LazyXComSequence):
-            source = caller._xcom_arg.operator
-            return XComIdentity(source.dag_id, caller._ti.run_id, source.task_id, None, caller._xcom_arg.key)
-        frame = frame.f_back
-    return None
+# A mapped task's results, read lazily by the SDK, declare their task, run and key (mapped_reads).
+mapped_reads.install(reading_xcom)
 
 
 def _cause(err: BaseException) -> str:
@@ -122,9 +109,10 @@ class ObjectStorageXComBackend(BaseXCom):
         )
         if ambiguous and configured_location() is None:
             raise XComObjectError(
-                f"this XCom value carries the key {contract.REFERENCE_MARKER!r}, which marks the backend's references; "
-                "it cannot be kept in the metadata DB unambiguously: rename the key, or configure "
-                f"[{contract.AIRFLOW_CONFIG_SECTION}] {contract.PATH_KEY} so it can be offloaded"
+                f"this XCom value has the shape of the backend's references (the key {contract.REFERENCE_MARKER!r} "
+                f"or the class {contract.REFERENCE_CLASSNAME!r}); it cannot be kept in the metadata DB unambiguously: "
+                f"rename the key, or configure [{contract.AIRFLOW_CONFIG_SECTION}] {contract.PATH_KEY} so it can be "
+                "offloaded"
             )
         if encoded is None and not ambiguous:  # most XComs: the DB path's work, 0.3 us; no store resolved
             return serialized
@@ -158,7 +146,7 @@ class ObjectStorageXComBackend(BaseXCom):
     @staticmethod
     def deserialize_value(result: Any) -> Any:
         raw = getattr(result, "value", None)
-        if references.is_reference_shaped(raw) and (reference := _reference_in(raw)) is not None:
+        if references.is_reference_shaped(raw) and (reference := _reference_in(raw, _owner_of(result))) is not None:
             return _read(reference)
         return BaseXCom.deserialize_value(result)
 
@@ -167,7 +155,7 @@ class ObjectStorageXComBackend(BaseXCom):
         raw = getattr(xcom, "value", None)
         if not references.is_reference_shaped(raw) or (base := configured_location()) is None:
             return
-        owner = _EXPECTED.get() or _identity_of_row(xcom)
+        owner = _owner_of(xcom)
         if owner is None or not owner.exact:
             log.warning("not purging an XCom whose coordinates are unknown: %.200r", raw)
             return
@@ -251,21 +239,16 @@ class ObjectStorageXComBackend(BaseXCom):
             super().delete(key=key, task_id=task_id, dag_id=dag_id, run_id=run_id, map_index=map_index)
 
 
-def _identity_of_row(xcom: Any) -> XComIdentity | None:
-    """Coordinates carried by the object itself (a metadata-DB XCom row has them; the SDK's XComResult not)."""
-    fields = [getattr(xcom, name, None) for name in ("dag_id", "run_id", "task_id", "map_index", "key")]
-    return XComIdentity(*fields) if None not in fields else None
-
-
-def _reference_in(raw: Any) -> ObjectReference | None:
+def _reference_in(raw: Any, owner: XComIdentity | None) -> ObjectReference | None:
     base = configured_location()
     if base is None:
         if isinstance(raw, dict):
             raise XComReferenceError(
-                f"XCom row holds a reference to {raw.get('url')} but [common.io] xcom_objectstorage_path is not set"
+                f"XCom row holds a reference to {references.stored_url(raw)} but [common.io] "
+                "xcom_objectstorage_path is not set"
             )
         return None
-    return references.resolve(raw, base, _expected_identity())
+    return references.resolve(raw, base, owner)
 
 
 def _fetch(reference: ObjectReference) -> bytes:

@@ -1,0 +1,144 @@
+"""A mapped task's results, read lazily through the task SDK's own classes, are read as that task's.
+
+The SDK's LazyXComSequence hands deserialize_value a value alone; xcom_backend.mapped_reads wraps its
+__getitem__ to declare whose results they are. These tests go through the real SDK classes (a DAG, its
+XComArg, the sequence, its iterator and slices), answering only the supervisor's messages, and import the
+backend the way a task process does, so they fail if the SDK changes the shape the wrapper relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import pendulum
+import pytest
+from airflow.sdk import dag, task
+from airflow.sdk.definitions.xcom_arg import PlainXComArg
+from airflow.sdk.execution_time import comms, task_runner
+from airflow.sdk.execution_time import xcom as sdk_xcom
+from airflow.sdk.execution_time.lazy_sequence import LazyXComSequence
+
+from tests.xcom_calls import clear_all_caches, push
+from xcom_backend import contract, mapped_reads
+from xcom_backend.backend import ObjectStorageXComBackend, XComForeignReferenceError, reading_xcom
+from xcom_backend.references import XComIdentity
+
+RUN_ID = "manual__2026-01-01T00:00:00+00:00"
+BIG = {"pad": "m" * 3000}
+
+
+def build_dag() -> Any:
+    @dag(dag_id="mapped_reads", schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"))
+    def mapped_reads_dag():
+        @task
+        def mapped(index: int) -> dict:
+            return {"index": index}
+
+        @task
+        def reduce(values) -> None:
+            pass
+
+        @task
+        def sibling(index: int) -> dict:
+            return {"index": index}
+
+        reduce(mapped.expand(index=[0, 1]))
+        sibling.expand(index=[0, 1])
+
+    return mapped_reads_dag()
+
+
+class Supervisor:
+    """Answers the SDK's messages from rows held here, as the API server answers them from the DB."""
+
+    def __init__(self, rows: dict[tuple[str, int], Any]) -> None:
+        self.rows, self.sent = rows, []
+
+    def send(self, msg: Any) -> Any:
+        self.sent.append(msg)
+        values = [value for (task_id, _), value in sorted(self.rows.items()) if task_id == msg.task_id]
+        if isinstance(msg, comms.GetXComCount):
+            return comms.XComCountResponse(len=len(values))
+        if isinstance(msg, comms.GetXComSequenceItem):
+            if msg.offset >= len(values):
+                return comms.ErrorResponse()
+            return comms.XComSequenceIndexResult(root=values[msg.offset])
+        if isinstance(msg, comms.GetXComSequenceSlice):
+            return comms.XComSequenceSliceResult(root=values[msg.start : msg.stop : msg.step])
+        raise AssertionError(f"unexpected message {msg!r}")
+
+
+@pytest.fixture
+def stored(tmp_path, monkeypatch) -> dict[tuple[str, int], Any]:
+    """Offloaded results of ``mapped`` (index 0, 1) and ``sibling`` (index 0), written by the backend."""
+    monkeypatch.setenv(contract.PATH_ENV, f"file://{tmp_path}/xcom")
+    monkeypatch.setenv(contract.THRESHOLD_ENV, "1000")
+    clear_all_caches()
+    monkeypatch.setattr(sdk_xcom, "XCom", ObjectStorageXComBackend)  # as resolve_xcom_backend() gives it
+    rows = {
+        (task_id, index): push({"index": index, "task": task_id, **BIG}, identity(task_id, index))
+        for task_id, index in (("mapped", 0), ("mapped", 1), ("sibling", 0))
+    }
+    yield rows
+    clear_all_caches()
+
+
+def identity(task_id: str, index: int) -> XComIdentity:
+    return XComIdentity("mapped_reads", RUN_ID, task_id, index, "return_value")
+
+
+def resolve_mapped(rows: dict[tuple[str, int], Any], monkeypatch) -> tuple[Any, Supervisor]:
+    supervisor = Supervisor(rows)
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", supervisor, raising=False)
+    reduce_task = build_dag().get_task("reduce")
+    (xcom_arg,) = [arg for arg in reduce_task.op_args if isinstance(arg, PlainXComArg)]
+    return xcom_arg.resolve({"ti": SimpleNamespace(run_id=RUN_ID)}), supervisor
+
+
+def test_the_sequences_item_access_is_wrapped() -> None:
+    assert getattr(LazyXComSequence.__getitem__, mapped_reads._WRAPPED, False)
+    assert mapped_reads.install(reading_xcom)  # idempotent
+    assert not getattr(LazyXComSequence.__getitem__.__wrapped__, mapped_reads._WRAPPED, False)
+
+
+def test_a_task_process_installs_the_wrapper_before_it_renders_anything() -> None:
+    # The task runner imports the configured backend while the SDK's xcom_arg module is still being imported.
+    probe = (
+        "import airflow.sdk.execution_time.task_runner\n"
+        "from airflow.sdk.execution_time.lazy_sequence import LazyXComSequence\n"
+        f"print(getattr(LazyXComSequence.__getitem__, {mapped_reads._WRAPPED!r}, False))\n"
+    )
+    env = {**os.environ, contract.XCOM_BACKEND_ENV: "xcom_backend.backend.ObjectStorageXComBackend"}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1:] == ["True"], result.stdout + result.stderr
+    assert "cannot be read" not in result.stdout + result.stderr
+
+
+def test_items_iteration_and_slices_read_the_mapped_tasks_own_objects(stored, monkeypatch) -> None:
+    sequence, supervisor = resolve_mapped(stored, monkeypatch)
+    assert isinstance(sequence, LazyXComSequence), type(sequence)  # the SDK's class: isinstance checks hold
+    assert sequence[1]["index"] == 1 and sequence[0]["task"] == "mapped"
+    assert [value["index"] for value in sequence] == [0, 1]
+    assert [value["index"] for value in sequence[0:2]] == [0, 1]
+    assert len(sequence) == 2
+    asked = {type(msg).__name__ for msg in supervisor.sent}
+    assert {"GetXComSequenceItem", "GetXComSequenceSlice", "GetXComCount"} <= asked, asked
+
+
+def test_a_siblings_reference_planted_in_the_sequence_is_refused(stored, monkeypatch) -> None:
+    planted = {**stored, ("mapped", 1): stored[("sibling", 0)]}  # an edited row: the sibling's reference
+    sequence, _ = resolve_mapped(planted, monkeypatch)
+    assert sequence[0]["task"] == "mapped"
+    with pytest.raises(XComForeignReferenceError, match="sibling"):
+        sequence[1]
+
+
+def test_without_the_wrapper_a_lazily_read_reference_is_refused_not_read(stored, monkeypatch) -> None:
+    monkeypatch.setattr(LazyXComSequence, "__getitem__", LazyXComSequence.__getitem__.__wrapped__)
+    sequence, _ = resolve_mapped(stored, monkeypatch)
+    with pytest.raises(Exception, match="cannot tell which XCom"):
+        sequence[0]
