@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 export UV_COMPILE_BYTECODE := 1
 
 
-.PHONY: help venv emulators demo bench reliability test unit integration e2e lint format lock clean
+.PHONY: help venv emulators system-packages demo bench reliability test unit integration e2e lint format lock clean
 
 help:
 	@echo "make demo [CLOUD=aws|gcp|azure]  offline end-to-end demo on embedded emulators"
@@ -33,6 +33,19 @@ node_modules/.installed: package.json package-lock.json
 
 emulators: venv node_modules/.installed
 
+# Debian packages the e2e suite starts itself, installed when missing (as root, or through sudo):
+# chromium for the UI's XCom tab (Playwright drives it; its own browser downloads need the internet).
+system-packages:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$sudo apt-get install -y -q $$missing >/dev/null || \
+	    { $$sudo apt-get update -q >/dev/null && $$sudo apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+
 demo: emulators
 	$(PY) -m emulation.demo --cloud $(CLOUD)
 
@@ -49,7 +62,7 @@ lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint emulators
+test: lint emulators system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
@@ -58,7 +71,7 @@ unit: venv
 integration: emulators
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-e2e: emulators
+e2e: emulators system-packages
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 format: venv

@@ -29,6 +29,7 @@ _SCRUBBED_PREFIXES = ("AIRFLOW_", "AWS_", "GOOGLE_", "AZURE_", "PULUMI_")
 class AirflowHome:
     path: Path
     env: dict[str, str]
+    api_url: str | None = None  # the API server's (and UI's) base URL, while with_executor runs it
 
     @property
     def db_path(self) -> Path:
@@ -44,7 +45,7 @@ class AirflowHome:
         """key -> value exactly as stored in the metadata DB (a URL string for offloaded XComs)."""
         with sqlite3.connect(self.db_path) as db:
             rows = db.execute("SELECT key, value FROM xcom WHERE dag_id = ?", (dag_id,)).fetchall()
-        return {key: json.loads(value) if value is not None else None for key, value in rows}
+        return {key: _decoded(value) for key, value in rows}
 
     def xcom_rows_of(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
         """Every XCom row of a DAG (optionally one run), decoded, with its coordinates."""
@@ -54,10 +55,7 @@ class AirflowHome:
             query, params = query + " AND run_id = ?", (dag_id, run_id)
         with sqlite3.connect(self.db_path) as db:
             rows = db.execute(query, params).fetchall()
-        return [
-            {"run_id": r, "task_id": t, "map_index": m, "key": k, "value": json.loads(v) if v is not None else None}
-            for r, t, m, k, v in rows
-        ]
+        return [{"run_id": r, "task_id": t, "map_index": m, "key": k, "value": _decoded(v)} for r, t, m, k, v in rows]
 
     def set_xcom_value(self, dag_id: str, run_id: str, task_id: str, key: str, value: Any) -> None:
         """Overwrite a row's value, as a user with edit rights on this DAG's XComs can through the REST API."""
@@ -83,6 +81,14 @@ class AirflowHome:
             ).fetchall()
         return {task_id: (state, tries) for task_id, state, tries in rows}
 
+    def task_log(self, dag_id: str, task_id: str, run_id: str | None = None) -> str:
+        """One task's log in a run (default: the latest), every try: task processes log to files, not to the
+        output of the command that ran them."""
+        run_id = run_id or self.run_ids(dag_id)[-1]
+        logs = sorted((self.path / "logs").glob(f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/**/*.log"))
+        assert logs, f"no log for {dag_id}.{task_id} in {run_id}"
+        return "\n".join(path.read_text(errors="replace") for path in logs)
+
     def task_states(self, dag_id: str) -> dict[str, str]:
         """task_id -> state of the latest try, from the metadata DB."""
         with sqlite3.connect(self.db_path) as db:
@@ -94,7 +100,11 @@ class AirflowHome:
 def with_executor(home: AirflowHome) -> Iterator[AirflowHome]:
     """This home with Airflow's API server running and the LocalExecutor configured, so that
     ``airflow dags test --use-executor`` runs every task in its own process, as a real deployment does
-    (plain ``airflow dags test`` runs them all in one process, which hides state leaking between tasks)."""
+    (plain ``airflow dags test`` runs them all in one process, which hides state leaking between tasks).
+
+    The API server also serves the REST API and the UI at ``api_url``, every request as an admin (the
+    simple auth manager's all-admins mode: loopback only, for the readers' tests).
+    """
     port = free_port()
     env = {
         **home.env,
@@ -102,10 +112,11 @@ def with_executor(home: AirflowHome) -> Iterator[AirflowHome]:
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
     }
     command = [str(Path(sys.executable).with_name("airflow")), "api-server", "--host", "127.0.0.1", "--port", str(port)]
     with emulator_process("airflow-api-server", command, home.path, port, "/execution/health", env, inherit_env=False):
-        yield replace(home, env=env)
+        yield replace(home, env=env, api_url=f"http://127.0.0.1:{port}")
 
 
 def run_dag_in_task_processes(home: AirflowHome, dag_id: str, *options: str) -> subprocess.CompletedProcess[str]:
@@ -181,3 +192,8 @@ def xcom_checks(output: str) -> dict[str, dict[str, str]]:
             fields = dict(part.split("=", 1) for part in line.split("XCOM_CHECK", 1)[1].split() if "=" in part)
             checks[fields["key"]] = fields
     return checks
+
+
+def _decoded(stored: Any) -> Any:
+    """A value column as SQLite returns it: JSON text, or a bare number SQLite stored as one."""
+    return json.loads(stored) if isinstance(stored, (str, bytes)) else stored

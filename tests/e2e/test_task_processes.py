@@ -5,46 +5,17 @@ runs all tasks in one process, which hid a stand-in value handed to a task whose
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from emulation.airflow_run import DAGS_FOLDER, AirflowHome, make_airflow_home, run_dag_in_task_processes, with_executor
-from tests.conftest import DeployedStack, deploy
-from tests.e2e.test_tutorial_dag import exported_env
+from emulation.airflow_run import AirflowHome, run_dag_in_task_processes
 from tests.stores import AdminBucket
 from xcom_backend import contract
+from xcom_backend.references import stored_url
 
 pytestmark = pytest.mark.e2e
-
-TEST_DAGS = Path(__file__).parent / "dags"
-EMULATORS = {"aws": "moto", "gcp": "gcs", "azure": "azurite"}
-
-
-def dags_folder(work: Path) -> Path:
-    """The shipped DAGs next to this suite's own, in one folder (Airflow reads one DAG folder)."""
-    folder = work / "dags"
-    folder.mkdir()
-    for source in (DAGS_FOLDER / "xcom_backend_behaviours.py", *TEST_DAGS.glob("*.py")):
-        shutil.copy(source, folder / source.name)
-    return folder
-
-
-@pytest.fixture(scope="module", params=list(EMULATORS))
-def executor_home(request, tmp_path_factory) -> Iterator[tuple[DeployedStack, AirflowHome]]:
-    server = request.getfixturevalue(EMULATORS[request.param])
-    stack = deploy(server, prefix="tasks")
-    try:
-        work = tmp_path_factory.mktemp(f"tasks-{request.param}")
-        home = make_airflow_home(work / "airflow", exported_env(stack, work), server.client_env, dags_folder(work))
-        with with_executor(home) as running:
-            yield stack, running
-    finally:
-        stack.mocks.destroy()
 
 
 def run(home: AirflowHome, dag_id: str, *args: str) -> str:
@@ -59,7 +30,7 @@ def test_a_task_whose_xcom_object_is_gone_fails_in_its_own_process(executor_home
     assert tries["push"][0] == "success" and tries["lose_object"][0] == "success", tries
     assert tries["consume"][0] == "failed", (tries, output[-3000:])
     assert "CONSUMED" not in output, "the task ran with a stand-in for its argument"
-    log = task_log(home, "xcom_missing_object", "consume")
+    log = home.task_log("xcom_missing_object", "consume")
     assert "XComObjectMissingError" in log and f"{stack.env[contract.PATH_ENV]}/xcom_missing_object/" in log
 
 
@@ -68,7 +39,7 @@ def test_a_retry_purges_an_object_that_is_already_gone(executor_home) -> None:
     output = run(home, "xcom_purge_missing")
     state, try_number = home.task_tries("xcom_purge_missing")["push_lose_and_fail"]
     assert (state, try_number) == ("success", 2), output[-3000:]
-    assert "PURGE_MISSING_OK try 2" in task_log(home, "xcom_purge_missing", "push_lose_and_fail")
+    assert "PURGE_MISSING_OK try 2" in home.task_log("xcom_purge_missing", "push_lose_and_fail")
 
 
 def test_another_dags_object_is_never_read_or_deleted(executor_home) -> None:
@@ -77,19 +48,19 @@ def test_another_dags_object_is_never_read_or_deleted(executor_home) -> None:
     run(home, "xcom_victim")
     (victim_row,) = home.xcom_rows_of("xcom_victim", home.run_ids("xcom_victim")[-1])
     victim = victim_row["value"]
-    victim_key = contract.parse_objectstorage_path(victim["url"]).prefix
+    victim_key = contract.parse_objectstorage_path(stored_url(victim)).prefix
     assert victim_key in admin.keys("tasks/")
 
     # A task returns a string naming the victim's object: downstream gets the string, not the object.
-    run(home, "xcom_attacker", "--conf", json.dumps({"target": victim["url"]}))
-    consumed = task_log(home, "xcom_attacker", "consume")
-    assert f"CONSUMED {victim['url']!r}" in consumed and "VICTIM-SECRET" not in consumed
+    run(home, "xcom_attacker", "--conf", json.dumps({"target": stored_url(victim)}))
+    consumed = home.task_log("xcom_attacker", "consume")
+    assert f"CONSUMED {stored_url(victim)!r}" in consumed and "VICTIM-SECRET" not in consumed
 
     # Control: re-running a task purges its own object first (here: a big value it pushed before).
     run(home, "xcom_attacker", "--conf", json.dumps({"target": "A" * 2000}))
     run_id = home.run_ids("xcom_attacker")[-1]
     (own,) = [row["value"] for row in home.xcom_rows_of("xcom_attacker", run_id) if row["task_id"] != "consume"]
-    own_key = contract.parse_objectstorage_path(own["url"]).prefix
+    own_key = contract.parse_objectstorage_path(stored_url(own)).prefix
     assert own_key in admin.keys("tasks/")
     rerun(home, run_id)
     assert own_key not in admin.keys("tasks/"), "the re-run did not purge the task's own object"
@@ -108,7 +79,7 @@ def test_another_dags_object_is_never_read_or_deleted(executor_home) -> None:
         pulled = home.airflow("tasks", "test", "xcom_attacker", "consume", run_id, timeout=600)
         output = pulled.stdout + pulled.stderr
         assert "VICTIM-SECRET" not in output and "CONSUMED" not in output, output[-3000:]
-        assert "XComForeignReferenceError" in output and victim["url"] in output
+        assert "XComForeignReferenceError" in output and stored_url(victim) in output
 
 
 def test_a_mapped_tasks_results_read_lazily_are_each_tasks_own(executor_home) -> None:
@@ -116,12 +87,12 @@ def test_a_mapped_tasks_results_read_lazily_are_each_tasks_own(executor_home) ->
     run(home, "xcom_mapped_reads")
     tries = home.task_tries("xcom_mapped_reads")
     assert {task: state for task, (state, _) in tries.items()} == dict.fromkeys(tries, "success"), tries
-    reduced = task_log(home, "xcom_mapped_reads", "reduce")
+    reduced = home.task_log("xcom_mapped_reads", "reduce")
     assert "SIBLING-OBJECT-CONTENT" not in reduced, "a plain string came back as another task's object"
     assert "REDUCED ['" in reduced and "/some_other_task/" in reduced
-    reduce_big = task_log(home, "xcom_mapped_reads", "reduce_big")
+    reduce_big = home.task_log("xcom_mapped_reads", "reduce_big")
     assert "REDUCE_BIG [5, 6]" in reduce_big and "CALLBACK_READ [5, 6]" in reduce_big
-    assert "MAPPED_OVER_MAPPED 0" in task_log(home, "xcom_mapped_reads", "mapped_over_mapped")
+    assert "MAPPED_OVER_MAPPED 0" in home.task_log("xcom_mapped_reads", "mapped_over_mapped")
 
 
 def rerun(home: AirflowHome, run_id: str) -> None:
@@ -131,21 +102,13 @@ def rerun(home: AirflowHome, run_id: str) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def task_log(home: AirflowHome, dag_id: str, task_id: str) -> str:
-    """The latest run's log of one task, every try (task processes log to files, not to the CLI's output)."""
-    run_id = home.run_ids(dag_id)[-1]
-    logs = sorted((home.path / "logs").glob(f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/**/*.log"))
-    assert logs, f"no log for {dag_id}.{task_id} in {run_id}"
-    return "\n".join(path.read_text(errors="replace") for path in logs)
-
-
 def test_values_come_back_as_the_db_path_returns_them(executor_home) -> None:
     stack, home = executor_home
     if stack.run.outputs["cloud"] != "aws":
         pytest.skip("value fidelity does not depend on the store; the store operations are covered per cloud")
     everything_offloaded = replace(home, env={**home.env, contract.THRESHOLD_ENV: "0"})
     output = run(everything_offloaded, "xcom_fidelity")
-    log = task_log(home, "xcom_fidelity", "compare")
+    log = home.task_log("xcom_fidelity", "compare")
     summary = [line for line in log.splitlines() if "FIDELITY_SUMMARY" in line]
     assert summary and "failures=0" in summary[-1], (log[-5000:], output[-2000:])
     cases = {
