@@ -52,11 +52,15 @@ def push(value: Any, owner: XComIdentity = OWNER) -> Any:
 
 
 def pull(stored: Any, owner: XComIdentity | None = OWNER) -> Any:
-    """deserialize_value as the task SDK calls it for a pull of ``owner``'s XCom."""
+    """deserialize_value as the task SDK calls it for a pull of ``owner``'s XCom: on the supervisor's answer,
+    which carries the key but no other coordinate."""
+    from airflow.sdk.execution_time.comms import XComResult
+
+    answer = XComResult(key=(owner and owner.key) or OWNER.key, value=stored)
     if owner is None:
-        return Backend.deserialize_value(SimpleNamespace(value=stored))
+        return Backend.deserialize_value(answer)
     with reading_xcom(owner):
-        return Backend.deserialize_value(SimpleNamespace(value=stored))
+        return Backend.deserialize_value(answer)
 
 
 def metadata_row(stored: Any, owner: XComIdentity = OWNER) -> Any:

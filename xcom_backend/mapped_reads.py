@@ -38,7 +38,7 @@ def install(declare: Declare) -> bool:
         original = LazyXComSequence.__getitem__
         fields = {field.alias: field.name for field in attrs.fields(LazyXComSequence)}
         xcom_arg_field, ti_field = fields["xcom_arg"], fields["ti"]
-    except (ImportError, AttributeError, KeyError, TypeError) as err:
+    except Exception as err:  # any other SDK shape: fail those reads, not every XCom
         log.warning("a mapped task's results cannot be read from object storage lazily: %r", err)
         return False
     if getattr(original, _WRAPPED, False):

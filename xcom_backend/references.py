@@ -174,11 +174,17 @@ def bundled_reference(
 ) -> dict[str, Any]:
     """What the bundled backend stores in the metadata DB for an offloaded XCom: shaped as a serde object whose
     data is the URL, so that Airflow's API server (which reads rows without the backend) shows
-    ``xcom_backend.InObjectStorage@version=3(<url>)`` in the UI and API; the other fields are ignored there."""
+    ``xcom_backend.InObjectStorage@version=3(<url>)`` in the UI and API; the other fields are ignored there.
+
+    It keeps version 2's marker and ``url`` too, so that version 2 of the backend, still running somewhere during
+    a rolling upgrade or after a rollback, refuses the row as a newer version's (and its gc keeps the object)
+    instead of taking the dict for a value."""
     return {
         SERDE_CLASSNAME: REFERENCE_CLASSNAME,
         SERDE_VERSION: REFERENCE_VERSION,
         SERDE_DATA: url,
+        REFERENCE_MARKER: f"in object storage: {url} ({size} bytes)",
+        "url": url,
         "dag_id": owner.dag_id,
         "run_id": owner.run_id,
         "task_id": owner.task_id,
@@ -189,6 +195,14 @@ def bundled_reference(
         "checksum": checksum,
         "compression": compression,
     }
+
+
+def display_text(url: str) -> str:
+    """How Airflow's API server and UI show a version 3 row (its stringify of a serde object)."""
+    return f"{REFERENCE_CLASSNAME}@version={REFERENCE_VERSION}({url})"
+
+
+_DISPLAY_PREFIX = f"{REFERENCE_CLASSNAME}@version="
 
 
 def is_reference_shaped(value: Any) -> bool:
@@ -213,6 +227,12 @@ def resolve(value: Any, base: ObjectStorageLocation, expected: XComIdentity | No
     """
     if isinstance(value, dict) and _is_bundled_shaped(value):
         return _bundled(value, base, expected)
+    if isinstance(value, str) and value.startswith(_DISPLAY_PREFIX):
+        # The UI's Edit dialog loads the display text and saves it back as the value, even unchanged.
+        raise XComReferenceError(
+            f"this XCom's row holds the text Airflow shows for an object-storage reference ({value[:300]}), not "
+            "the reference: it was replaced, e.g. saved from the UI's Edit XCom dialog; re-run the writing task"
+        )
     if isinstance(value, str) and "://" in value[:64]:
         return _common_io(value, base, expected)
     return None
@@ -231,6 +251,8 @@ def _bundled(
     url, version, versions = _url_and_version(reference)
     if not isinstance(url, str):
         raise XComReferenceError(f"malformed XCom reference (no URL): {str(dict(reference))[:200]}")
+    if versions == (3,) and reference.get("url", url) != url:  # repeated for version 2's readers: must agree
+        raise XComReferenceError(f"malformed XCom reference: it names {url} and {str(reference.get('url'))[:200]}")
     if type(version) is not int or version not in versions:  # not True, 2.0 or "2"
         raise XComReferenceError(
             f"XCom reference to {url} has version v={version!r}; this backend reads versions 1, 2 and 3 "
@@ -333,13 +355,16 @@ def _common_io(url: str, base: ObjectStorageLocation, expected: XComIdentity | N
 
 
 def must_offload(value: Any, base: ObjectStorageLocation | None) -> bool:
-    """A value that could read back as a reference if kept in the DB — a dict in our reference shape, or a string
+    """A value that could read back as a reference if kept in the DB — a dict in our reference shape, a string
     in common-io's key shape under the base (whichever task it names: a pull of a mapped task's results cannot
-    tell the task apart) — is offloaded whatever its size, so a row never holds an ambiguous value."""
+    tell the task apart), or the text Airflow shows for one of our references — is offloaded whatever its size,
+    so a row never holds an ambiguous value."""
     if isinstance(value, dict):
         return _is_bundled_shaped(value)
     if base is None or not isinstance(value, str) or "://" not in value[:64]:
         return False
+    if value.startswith(_DISPLAY_PREFIX):  # Airflow's display text of a reference: read back as an error
+        return True
     name = base.relative_name(value)
     return bool(name) and common_io_owner(name) is not None
 

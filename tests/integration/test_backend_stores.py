@@ -301,6 +301,7 @@ def test_values_that_would_read_back_as_references_are_offloaded(deployment: Dep
         {contract.REFERENCE_MARKER: "mine", "url": "x"},  # version 2's shape (serde refuses a dict in version 3's)
         f"{deployment.base}/d/{RUN_ID}/t/{uuid.uuid4()}",  # common-io's shape for this task
         f"{deployment.base}/other_dag/{RUN_ID}/sibling/{uuid.uuid4()}.gz",  # ... or for any other
+        references.display_text(f"{deployment.base}/d/{RUN_ID}/t/-1/big.json"),  # what the UI shows for a row
     ):
         stored = push(value)
         assert isinstance(stored, dict) and stored["__version__"] == references.REFERENCE_VERSION, stored
@@ -346,6 +347,16 @@ def test_a_metadata_db_row_is_read_by_its_own_coordinates(deployment: Deployment
     reference = push(BIG, purge_row_owner)
     Backend.purge(metadata_row(reference, purge_row_owner))  # purge trusts a row's coordinates the same way
     assert deployment.key(stored_url(reference)) not in deployment.stored_keys()
+
+
+def test_a_row_saved_from_the_uis_edit_dialog_fails_clearly(deployment: Deployment) -> None:
+    reference = push(BIG)
+    shown = references.display_text(stored_url(reference))  # what the dialog loads and saves back
+    for read in (pull, pull_row):
+        with pytest.raises(XComReferenceError, match="Edit XCom dialog"):
+            read(shown)
+    purge(shown)  # logged; nothing deleted through the text
+    assert deployment.key(stored_url(reference)) in deployment.stored_keys()
 
 
 def test_a_row_holding_another_xcoms_reference_is_refused(deployment: Deployment) -> None:

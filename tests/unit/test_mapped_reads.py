@@ -137,6 +137,35 @@ def test_a_siblings_reference_planted_in_the_sequence_is_refused(stored, monkeyp
         sequence[1]
 
 
+@pytest.mark.parametrize(
+    "planted_owner",
+    [
+        XComIdentity("other_dag", RUN_ID, "mapped", 1, "return_value"),  # scheduled run ids repeat across DAGs
+        XComIdentity("mapped_reads", "manual__another_run", "mapped", 1, "return_value"),
+        XComIdentity("mapped_reads", RUN_ID, "mapped", 1, "another_key"),
+    ],
+    ids=["another dag", "another run", "another key"],
+)
+def test_another_xcoms_reference_planted_in_the_sequence_is_refused(stored, monkeypatch, planted_owner) -> None:
+    planted = {**stored, ("mapped", 1): push({"planted": True, **BIG}, planted_owner)}
+    sequence, _ = resolve_mapped(planted, monkeypatch)
+    assert sequence[0]["task"] == "mapped"
+    with pytest.raises(XComForeignReferenceError):
+        sequence[1]
+
+
+def test_an_sdk_without_that_shape_fails_lazy_reads_only(monkeypatch) -> None:
+    from airflow.sdk.execution_time import lazy_sequence
+
+    class PlainSequence:  # not an attrs class: no constructor arguments to read
+        def __getitem__(self, key):
+            return key
+
+    monkeypatch.setattr(lazy_sequence, "LazyXComSequence", PlainSequence)
+    assert mapped_reads.install(reading_xcom) is False
+    assert PlainSequence()[3] == 3  # left as it was
+
+
 def test_without_the_wrapper_a_lazily_read_reference_is_refused_not_read(stored, monkeypatch) -> None:
     monkeypatch.setattr(LazyXComSequence, "__getitem__", LazyXComSequence.__getitem__.__wrapped__)
     sequence, _ = resolve_mapped(stored, monkeypatch)

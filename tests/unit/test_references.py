@@ -124,7 +124,8 @@ def test_unknown_owner_or_malformed_references_raise() -> None:
         ({"checksum": "blake3:" + "G" * 64}, "unknown checksum"),
         ({"dag_id": None}, "field 'dag_id'"),
         ({"__data__": 5}, "no URL"),
-        ({"__data__": "no-scheme"}, "no scheme"),
+        ({"__data__": "no-scheme", "url": "no-scheme"}, "no scheme"),
+        ({"url": "s3://my_aws_conn@bucket/xcom/elsewhere.json"}, "names s3://"),  # its two URLs differ
     ):
         with pytest.raises(XComReferenceError, match=message):
             resolve(reference_for(OWNER, **change), BASE, OWNER)
@@ -142,15 +143,22 @@ def test_a_reference_written_under_another_path_says_so() -> None:
     with pytest.raises(XComForeignReferenceError, match="changed"):  # written under a sub-path of the base
         resolve(reference_for(OWNER, "s3://my_aws_conn@bucket/xcom/sub"), BASE, OWNER)
     with pytest.raises(XComForeignReferenceError, match="does not name the object"):
-        resolve({**reference_for(OWNER), "__data__": "s3://my_aws_conn@elsewhere/xcom/x.json"}, BASE, OWNER)
+        elsewhere = "s3://my_aws_conn@elsewhere/xcom/x.json"
+        resolve({**reference_for(OWNER), "__data__": elsewhere, "url": elsewhere}, BASE, OWNER)
 
 
 def version_2_reference(owner: XComIdentity, **fields) -> dict:
     """A row as version 2 of the backend wrote it: the marker key, "v" and "url" instead of serde's shape."""
     v3 = reference_for(owner)
-    url = v3.pop("__data__")
-    del v3["__classname__"], v3["__version__"]
-    return {contract.REFERENCE_MARKER: f"in object storage: {url} (10 bytes)", "v": 2, "url": url, **v3, **fields}
+    del v3["__classname__"], v3["__version__"], v3["__data__"]
+    return {**v3, "v": 2, **fields}
+
+
+def test_version_2_readers_refuse_a_version_3_row_and_keep_its_object() -> None:
+    # What version 2's code did with a row (references.py at ceeffa9): its marker, its "v", its "url".
+    row = reference_for(OWNER)
+    assert contract.REFERENCE_MARKER in row and row["url"] == row["__data__"]
+    assert row.get("v") is None  # version 2 raised "has version v=None" for it: never a value, never an orphan
 
 
 def test_rows_written_by_version_2_are_still_read() -> None:
@@ -164,6 +172,15 @@ def test_rows_written_by_version_2_are_still_read() -> None:
             resolve(version_2_reference(OWNER, v=version), BASE, OWNER)
 
 
+def test_the_text_airflow_shows_for_a_reference_is_never_read_as_one() -> None:
+    # The UI's Edit XCom dialog loads this text and saves it back as the value, even unchanged.
+    shown = references.display_text(references.stored_url(reference_for(OWNER)))
+    with pytest.raises(XComReferenceError, match="Edit XCom dialog"):
+        resolve(shown, BASE, OWNER)
+    assert references.must_offload(shown, BASE)  # a task returning that text keeps it as its value
+    assert not references.must_offload(shown, None)
+
+
 def test_the_row_is_shaped_as_a_serde_object_whose_data_is_the_url() -> None:
     # The API server shows rows with Airflow's stringify: a serde object renders as one line naming its data.
     from airflow.serialization.stringify import stringify
@@ -171,6 +188,7 @@ def test_the_row_is_shaped_as_a_serde_object_whose_data_is_the_url() -> None:
     url = references.stored_url(reference_for(OWNER))
     assert url and url.startswith("s3://my_aws_conn@bucket/xcom/dag_a/")
     assert stringify(reference_for(OWNER)) == f"{contract.REFERENCE_CLASSNAME}@version=3({url})"
+    assert references.display_text(url) == stringify(reference_for(OWNER))
 
 
 def test_values_that_would_read_back_as_references_must_be_offloaded() -> None:
