@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 CLOUD ?= aws
+DB ?= sqlite
+EXECUTOR ?= $(if $(filter postgres,$(DB)),celery,none)
 PYTEST_ARGS ?=
 # uv writes .pyc files at install time; this machine disables writing them at import time.
 export UV_COMPILE_BYTECODE := 1
@@ -12,7 +14,8 @@ export UV_COMPILE_BYTECODE := 1
 .PHONY: help venv emulators system-packages demo bench reliability test unit integration e2e lint format lock clean
 
 help:
-	@echo "make demo [CLOUD=aws|gcp|azure]  offline end-to-end demo on embedded emulators"
+	@echo "make demo [CLOUD=aws|gcp|azure] [DB=sqlite|postgres] [EXECUTOR=none|local|celery]"
+	@echo "                       offline end-to-end demo on embedded emulators (DB=postgres: Celery workers)"
 	@echo "make test              lint + unit + integration + e2e tests"
 	@echo "make bench             benchmark table (writes bench-results.json)"
 	@echo "make reliability       reliability figures (writes reliability.json)"
@@ -34,10 +37,13 @@ node_modules/.installed: package.json package-lock.json
 emulators: venv node_modules/.installed
 
 # Debian packages the e2e suite starts itself, installed when missing (as root, or through sudo):
-# chromium for the UI's XCom tab (Playwright drives it; its own browser downloads need the internet).
+# chromium for the UI's XCom tab (Playwright drives it; its own browser downloads need the internet),
+# PostgreSQL and redis-server for Airflow in production's shape (metadata DB, Celery broker).
 system-packages:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  echo "installing Debian packages:$$missing"; \
@@ -46,8 +52,8 @@ system-packages:
 	    { $$sudo apt-get update -q >/dev/null && $$sudo apt-get install -y -q $$missing >/dev/null; }; \
 	fi
 
-demo: emulators
-	$(PY) -m emulation.demo --cloud $(CLOUD)
+demo: emulators $(if $(filter postgres,$(DB)),system-packages)
+	$(PY) -m emulation.demo --cloud $(CLOUD) --db $(DB) --executor $(EXECUTOR)
 
 # Side-by-side figures (not a test): bundled vs common-io vs DB XCom vs raw s3fs, on moto.
 bench: emulators
@@ -78,8 +84,11 @@ format: venv
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-# Re-pin every dependency of the dev environment (run after changing pyproject.toml).
-lock: venv
+# Re-pin every dependency of the dev environment (run after changing pyproject.toml). Needs only uv, not an
+# install from the old pins (which may conflict with the change).
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv
 	$(UV) pip compile --quiet --python $(PY) --extra dev pyproject.toml -o requirements-dev.lock
 
 clean:

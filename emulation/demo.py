@@ -4,7 +4,8 @@ EMULATION, not a cloud deployment: the Pulumi program runs under Pulumi's mock r
 hooks create each declared resource in an emulator on 127.0.0.1 (moto with IAM enforced for AWS,
 gcp-storage-emulator behind an IAM proxy that enforces the declared binding and its CEL condition for GCP,
 Azurite over HTTPS for Azure). Airflow then runs the tutorial DAG with
-only the exported env.
+only the exported env: on SQLite in one process (``airflow dags test``), or in production's shape with
+``--db postgres --executor celery`` (PostgreSQL, Redis and two Celery workers, each task in its own process).
 """
 
 from __future__ import annotations
@@ -25,8 +26,20 @@ from typing import Any
 import yaml
 from dotenv import dotenv_values
 
-from emulation.airflow_run import REPO_ROOT, make_airflow_home, scrubbed_environ, xcom_checks
+from emulation.airflow_run import (
+    REPO_ROOT,
+    SQLITE_LOCAL,
+    AirflowHome,
+    Topology,
+    make_airflow_home,
+    printed,
+    run_dag_in_task_processes,
+    scrubbed_environ,
+    with_executor,
+    xcom_checks,
+)
 from emulation.pulumi_runner import EmulatorMocks, run_program
+from emulation.services import postgres_server, redis_server
 from xcom_backend import contract
 from xcom_backend.export import write_private_file
 from xcom_backend.pulumi.settings import PROJECT
@@ -109,7 +122,30 @@ def demo_overrides(cloud: str, server: Any) -> dict[str, Any]:
     return {"storageAccountName": server.account_name, "sasExpiry": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
-def run(cloud: str, work_dir: Path) -> int:
+@contextlib.contextmanager
+def topology_for(db: str, executor: str, work_dir: Path) -> Any:
+    """SQLite, or PostgreSQL (and Redis for Celery) started for the demo and stopped after it."""
+    if db == "sqlite":
+        yield SQLITE_LOCAL
+        return
+    with contextlib.ExitStack() as services:
+        postgres = services.enter_context(postgres_server(work_dir / "services"))
+        redis = services.enter_context(redis_server(work_dir / "services")) if executor == "celery" else None
+        yield Topology(postgres=postgres, redis=redis)
+
+
+def run_tutorial_dag(home: AirflowHome, executor: str, work_dir: Path) -> tuple[int, str]:
+    """``airflow dags test``: in one process, or with the executor (each task in a process of its own)."""
+    if executor == "none":
+        result = home.airflow("dags", "test", DAG_ID, timeout=600)
+        return result.returncode, result.stdout + result.stderr
+    with with_executor(home) as running:
+        result = run_dag_in_task_processes(running, DAG_ID)
+        pull_log = "\n".join(printed(running.task_log(DAG_ID, "pull")))
+        return result.returncode, result.stdout + "\n" + pull_log
+
+
+def run(cloud: str, work_dir: Path, db: str = "sqlite", executor: str = "none") -> int:
     started = time.monotonic()
     demo = CLOUDS[cloud]()
     example_stack = REPO_ROOT / "stacks" / f"Pulumi.{cloud}.yaml"
@@ -121,7 +157,7 @@ def run(cloud: str, work_dir: Path) -> int:
     say(f"its resource hooks create each declared resource in {demo.emulator} on 127.0.0.1.")
     say("=" * 78)
     failures: list[str] = []
-    with demo.start(work_dir) as server:
+    with demo.start(work_dir) as server, topology_for(db, executor, work_dir) as topology:
         say(f"[1/6] {demo.emulator} up at {server.endpoint}")
         config, provider_config = stack_config(example_stack)
         # The demo's own overrides: point the connection at the emulator, and let teardown empty the bucket.
@@ -173,18 +209,25 @@ def run(cloud: str, work_dir: Path) -> int:
             if verified.returncode != 0:
                 failures.append("xcom-backend verify failed on the exported env:\n" + verified.stdout)
 
-            say("[4/6] airflow db migrate (SQLite) with only the exported env")
-            home = make_airflow_home(work_dir / "airflow-home", deployment_env, server.client_env)
+            database = "SQLite" if topology.postgres is None else f"PostgreSQL on 127.0.0.1:{topology.postgres.port}"
+            say(f"[4/6] airflow db migrate ({database}) with only the exported env")
+            home = make_airflow_home(work_dir / "airflow-home", deployment_env, server.client_env, topology=topology)
             for key in (contract.PATH_KEY, contract.THRESHOLD_KEY, contract.COMPRESSION_KEY):
                 got = home.airflow("config", "get-value", contract.AIRFLOW_CONFIG_SECTION, key)
                 say(f"      airflow conf [{contract.AIRFLOW_CONFIG_SECTION}] {key} = {got.stdout.strip()}")
 
-            say(f"[5/6] airflow dags test {DAG_ID}")
-            result = home.airflow("dags", "test", DAG_ID, timeout=600)
-            (work_dir / "dags-test.log").write_text(result.stdout + result.stderr, encoding="utf-8")
-            checks = xcom_checks(result.stdout + result.stderr)
-            if result.returncode != 0:
-                failures.append(f"airflow dags test exited {result.returncode} (log: {work_dir / 'dags-test.log'})")
+            shape = {
+                "none": "in one process",
+                "local": "--use-executor: LocalExecutor, each task in its own process",
+                "celery": f"--use-executor: CeleryExecutor, {topology.workers} workers on Redis, each task in its "
+                "own process",
+            }[executor]
+            say(f"[5/6] airflow dags test {DAG_ID} ({shape})")
+            returncode, output = run_tutorial_dag(home, executor, work_dir)
+            (work_dir / "dags-test.log").write_text(output, encoding="utf-8")
+            checks = xcom_checks(output)
+            if returncode != 0:
+                failures.append(f"airflow dags test exited {returncode} (log: {work_dir / 'dags-test.log'})")
 
             base = deployment_env[contract.PATH_ENV].rstrip("/") + "/"
             rows = home.xcom_rows(DAG_ID)
@@ -229,8 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cloud", default="aws", choices=sorted(CLOUDS), help="cloud to emulate (default aws)")
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch directory (default .demo/<cloud>)")
+    parser.add_argument(
+        "--db", default="sqlite", choices=["sqlite", "postgres"], help="Airflow's metadata DB (default sqlite)"
+    )
+    parser.add_argument(
+        "--executor",
+        default="none",
+        choices=["none", "local", "celery"],
+        help="none: every task in one process (airflow dags test); local or celery: each in its own (celery needs "
+        "--db postgres)",
+    )
     args = parser.parse_args(argv)
-    return run(args.cloud, args.work_dir or REPO_ROOT / ".demo" / args.cloud)
+    if args.executor == "celery" and args.db != "postgres":
+        parser.error("--executor celery needs --db postgres (Celery keeps its results in the metadata DB's server)")
+    return run(args.cloud, args.work_dir or REPO_ROOT / ".demo" / args.cloud, args.db, args.executor)
 
 
 if __name__ == "__main__":

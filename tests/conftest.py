@@ -24,6 +24,15 @@ from emulation.pulumi_runner import EmulatorMocks, ProgramRun, run_program, upda
 FIGURES: list[dict[str, Any]] = []
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--xcom-backend",
+        default=None,
+        help="e2e: run Airflow with this XCom backend class instead of the emitted one "
+        "(e.g. tests.e2e.broken_backends.StandInBackend), to see the suite fail",
+    )
+
+
 @pytest.fixture(scope="session")
 def figures() -> list[dict[str, Any]]:
     """Reliability figures (cases tried, failures, lost/mismatched); `make reliability` prints them."""

@@ -22,11 +22,16 @@ def still_listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.parametrize("cloud", ["aws", "gcp", "azure"])
-def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path, cloud: str) -> None:
+PRODUCTION_SHAPE = ("--db", "postgres", "--executor", "celery")  # make demo DB=postgres
+
+
+@pytest.mark.parametrize(
+    ("cloud", "shape"), [("aws", ()), ("gcp", ()), ("azure", ()), ("aws", PRODUCTION_SHAPE)], ids=str
+)
+def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path, cloud: str, shape: tuple[str, ...]) -> None:
     work = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "emulation.demo", "--cloud", cloud, "--work-dir", str(work)],
+        [sys.executable, "-m", "emulation.demo", "--cloud", cloud, "--work-dir", str(work), *shape],
         cwd=repo_root,
         capture_output=True,
         text=True,
@@ -60,3 +65,8 @@ def test_demo_runs_the_whole_chain(repo_root: Path, tmp_path: Path, cloud: str) 
         assert stat.S_IMODE(os.stat(work / name).st_mode) == 0o600
     port = int(re.search(r"up at https?://127\.0\.0\.1:(\d+)", output).group(1))
     assert not still_listening(port), f"the demo left its emulator running on port {port}"
+    if shape:  # the tutorial DAG ran on PostgreSQL, each task in a Celery worker's process; nothing left running
+        assert "CeleryExecutor, 2 workers on Redis" in output
+        postgres_port = int(re.search(r"PostgreSQL on 127\.0\.0\.1:(\d+)", output).group(1))
+        assert not still_listening(postgres_port), "the demo left PostgreSQL running"
+        assert "executor=CeleryExecutor" in (work / "dags-test.log").read_text()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from emulation.airflow_run import AirflowHome, run_dag_in_task_processes
+from emulation.airflow_run import AirflowHome, printed, run_dag_in_task_processes
 from tests.stores import AdminBucket
 from xcom_backend import contract
 from xcom_backend.references import stored_url
@@ -95,6 +95,23 @@ def test_a_mapped_tasks_results_read_lazily_are_each_tasks_own(executor_home) ->
     assert "MAPPED_OVER_MAPPED 0" in home.task_log("xcom_mapped_reads", "mapped_over_mapped")
 
 
+def test_a_value_pushed_on_one_worker_is_pulled_on_another(executor_home) -> None:
+    _, home = executor_home
+    run(home, "xcom_across_workers")
+    assert home.task_states("xcom_across_workers") == {"push": "success", "pull": "success"}
+    (row,) = home.xcom_rows_of("xcom_across_workers", home.run_ids("xcom_across_workers")[-1])
+    assert stored_url(row["value"]), row  # offloaded: the pull read the object, not the DB
+    ran_in = {}
+    for task_id in ("push", "pull"):
+        lines = printed(home.task_log("xcom_across_workers", task_id))
+        ran_in[task_id] = next(line for line in lines if line.startswith("RAN_IN"))
+    assert "PULLED_EQUAL True" in printed(home.task_log("xcom_across_workers", "pull"))
+    assert ran_in["push"].split()[1] != ran_in["pull"].split()[1], ran_in  # two processes
+    if home.topology.redis:  # Celery: worker 1's process and temp dir, then worker 2's
+        assert ran_in["push"].endswith(f"tmp={home.path / 'worker-1' / 'tmp'}"), ran_in
+        assert ran_in["pull"].endswith(f"tmp={home.path / 'worker-2' / 'tmp'}"), ran_in
+
+
 def rerun(home: AirflowHome, run_id: str) -> None:
     """A new try of the attacker's first task in an existing run, in a fresh process (it purges first)."""
     rerun_home = replace(home, env={**home.env, "XCOM_ATTACKER_RERUN_VALUE": "short"})
@@ -106,22 +123,37 @@ def test_values_come_back_as_the_db_path_returns_them(executor_home) -> None:
     stack, home = executor_home
     if stack.run.outputs["cloud"] != "aws":
         pytest.skip("value fidelity does not depend on the store; the store operations are covered per cloud")
-    everything_offloaded = replace(home, env={**home.env, contract.THRESHOLD_ENV: "0"})
-    output = run(everything_offloaded, "xcom_fidelity")
-    log = home.task_log("xcom_fidelity", "compare")
-    summary = [line for line in log.splitlines() if "FIDELITY_SUMMARY" in line]
-    assert summary and "failures=0" in summary[-1], (log[-5000:], output[-2000:])
-    cases = {
-        line.split("FIDELITY_CASE ", 1)[1].split(":", 1)[0]: line
-        for line in log.splitlines()
-        if "FIDELITY_CASE" in line
-    }
+    database = "sqlite" if home.on_sqlite else "postgresql"  # the DB path's known changes depend on it
+    output = run(home, "xcom_fidelity", "--conf", json.dumps({"database": database}))  # offloads all itself
+    lines = printed(home.task_log("xcom_fidelity", "compare"))
+    summary = [line for line in lines if "FIDELITY_SUMMARY" in line]
+    assert summary and "failures=0" in summary[-1], ("\n".join(lines)[-5000:], output[-2000:])
+    cases = {line.split("FIDELITY_CASE ", 1)[1].split(":", 1)[0]: line for line in lines if "FIDELITY_CASE" in line}
+    # Object storage returns what was pushed (the exact serde round trip), on every database.
     expected: dict[str, Any] = {
         "nested tuples": "storage=((1, 2), [3, (4,)])",
         "bool and None keys": "storage={'True': 1, 'None': 2, '1.5': 3}",
         "tuple keys": "storage={'(1, 2)': 'a'}",
         "2**70": "storage=1180591620717411303424",
         "top-level 1.0": "storage=1.0",
+        "key order": "storage={'b': 1, 'a': 2, 'aa': 3}",
+        "negative zero": "storage=[-0.0]",
+        "integral float 1e16": "storage=[1e+16]",
+        "unicode": "storage='ключ ✓ \\x00'",
     }
-    for label, text in expected.items():
-        assert text in cases[label], cases[label]
+    # The DB path: PostgreSQL's JSONB sorts keys (shorter first), has no -0.0, prints 1e16 as an integer and
+    # refuses NUL in strings; SQLite keeps them (docs/backend.md, "Values").
+    if home.on_sqlite:
+        expected_db = ["db={'b': 1, 'a': 2, 'aa': 3}", "db=[-0.0]", "db=[1e+16]", "db='ключ ✓ \\x00'"]
+    else:
+        expected_db = [
+            "db={'a': 2, 'b': 1, 'aa': 3}",
+            "db=[0.0]",
+            "db=[10000000000000000]",
+            "db=AirflowRuntimeError(\"API_SERVER_ERROR: {'status_code': 422",
+        ]
+    for label, text in zip(("key order", "negative zero", "integral float 1e16", "unicode"), expected_db, strict=True):
+        expected[label] = (expected[label], text)
+    for label, texts in expected.items():
+        for text in (texts,) if isinstance(texts, str) else texts:
+            assert text in cases[label], (text, cases[label])

@@ -3,9 +3,11 @@
 
 The reference is Airflow's DB path as this task reaches it (task SDK -> supervisor -> API server -> metadata
 DB). The object-storage value must equal what the DB path returns. Only where the DB path itself changes or
-refuses a value in one of the known ways — a top-level integral float comes back as an int, an int beyond 64
-bits as a float or refused, NaN/inf and lone surrogates refused — must it instead equal the exact serde round
-trip of what was pushed. Any other difference fails the task.
+refuses a value in one of the known ways must it instead equal the exact serde round trip of what was pushed:
+on every database a top-level integral float comes back as an int, an int beyond 64 bits as a float or
+refused, NaN/inf and lone surrogates refused; on PostgreSQL (the value column is JSONB) also dict keys
+reordered (shorter keys first, then bytewise), -0.0 as 0.0, a float written with an exponent and no fraction
+(1e16) as an int, and a string holding NUL refused. Any other difference fails the task.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import decimal
 import itertools
 import json
 import math
+import os
 from collections import Counter
 from typing import Any
 
@@ -37,7 +40,17 @@ CORPUS: dict[str, Any] = {
     "decimal": decimal.Decimal("1.10"),
     "datetime": datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc),
     "unicode": "ключ ✓ \x00",
+    "key order": {"b": 1, "a": 2, "aa": 3},
+    "integral float 1e16": [1e16],
 }
+# Whether this task's DB path ends in PostgreSQL: given by the run's conf ({"database": "postgresql"}), since
+# Airflow 3 keeps the metadata DB's address out of task processes.
+ON_POSTGRES = False
+
+
+def jsonb_key_order(keys: list[str]) -> list[str]:
+    """The order PostgreSQL's JSONB keeps an object's keys in: shorter first, then bytewise."""
+    return sorted(keys, key=lambda key: (len(key.encode()), key.encode()))
 
 
 def exact_round_trip(value: Any) -> Any:
@@ -47,11 +60,15 @@ def exact_round_trip(value: Any) -> Any:
     return deserialize(json.loads(json.dumps(serialize(value))))
 
 
+def is_float(value: Any) -> bool:
+    return isinstance(value, float) or (type(value).__module__ == "numpy" and "float" in type(value).__name__)
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal in value and in type, all the way down (NaN equals NaN; -0.0 differs from 0.0)."""
     if type(a) is not type(b):
         return False
-    if isinstance(a, float) or (type(a).__module__ == "numpy" and "float" in type(a).__name__):
+    if is_float(a):
         x, y = float(a), float(b)
         return (math.isnan(x) and math.isnan(y)) or (x == y and math.copysign(1, x) == math.copysign(1, y))
     if isinstance(a, (list, tuple)):
@@ -71,11 +88,23 @@ def known_db_change(exact: Any, via_db: Any, top: bool = True) -> bool:
         return True
     if type(exact) is int and abs(exact) >= 2**63 and type(via_db) is float and via_db == float(exact):
         return True
+    if ON_POSTGRES and is_float(exact) and type(via_db) is type(exact) and exact == 0.0 == via_db:
+        return math.copysign(1, exact) < 0  # JSONB's numeric has no negative zero (numpy floats too)
+    # JSONB keeps the decimal text (5.663238767774329e+16 as 56632387677743290, not the float's exact value).
+    if ON_POSTGRES and type(exact) is float and type(via_db) is int and float(via_db) == exact:
+        return _integral_in_exponent_form(exact)  # JSONB prints 1e+16 as 10000000000000000
     if isinstance(exact, (list, tuple)) and type(exact) is type(via_db) and len(exact) == len(via_db):
         return all(known_db_change(a, b, False) for a, b in zip(exact, via_db, strict=True))
-    if isinstance(exact, dict) and type(via_db) is dict and list(exact) == list(via_db):
+    if isinstance(exact, dict) and type(via_db) is dict and set(exact) == set(via_db):
+        if list(via_db) != list(exact) and not (ON_POSTGRES and list(via_db) == jsonb_key_order(list(exact))):
+            return False
         return all(known_db_change(exact[key], via_db[key], False) for key in exact)
     return False
+
+
+def _integral_in_exponent_form(value: float) -> bool:
+    """JSON text of the float has an exponent and no fraction (1e+16): JSONB's numeric prints it as an int."""
+    return math.isfinite(value) and float(value).is_integer() and "e" in repr(float(value))
 
 
 def known_db_refusal(value: Any) -> bool:
@@ -84,10 +113,13 @@ def known_db_refusal(value: Any) -> bool:
         return False
     if isinstance(value, int):
         return abs(value) >= 2**63
-    if isinstance(value, float):
-        return math.isnan(value) or math.isinf(value)
-    if isinstance(value, str):
-        return any(0xD800 <= ord(char) <= 0xDFFF for char in value)
+    if is_float(value):  # numpy's float32 too, which is no Python float
+        number = float(value)
+        if ON_POSTGRES and _integral_in_exponent_form(number) and abs(number) >= 2**63:
+            return True  # JSONB gives it back as an int beyond 64 bits, which the supervisor cannot send
+        return math.isnan(number) or math.isinf(number)
+    if isinstance(value, str):  # JSONB cannot hold NUL (\u0000) in a string
+        return any(0xD800 <= ord(char) <= 0xDFFF or (ON_POSTGRES and char == "\x00") for char in value)
     if isinstance(value, dict):
         return any(known_db_refusal(key) or known_db_refusal(item) for key, item in value.items())
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -136,7 +168,15 @@ def xcom_fidelity():
         from hypothesis import HealthCheck, given, settings
 
         from xcom_backend.references import stored_url
+        from xcom_backend.store import clear_caches
 
+        # Everything through object storage, whichever process this runs in (a Celery worker keeps the env it
+        # was started with, so the test cannot set this from outside).
+        os.environ["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD"] = "0"
+        clear_caches()
+        global ON_POSTGRES
+        ON_POSTGRES = (context["dag_run"].conf or {}).get("database") == "postgresql"
+        print(f"FIDELITY_DATABASE {'postgresql' if ON_POSTGRES else 'other'}")
         ti = context["ti"]
         where = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "map_index": ti.map_index}
         counter, outcomes, failures = itertools.count(), Counter(), []
