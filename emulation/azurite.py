@@ -37,6 +37,7 @@ class AzuriteServer:
     certificate: LoopbackCertificate
     account_key2: str = ""
     restart: Callable[[], EmulatorProcess] | None = None  # start Azurite again on the same port and data
+    endpoint_override: str | None = None  # set on the view emulation.netshape.shaped() returns
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -47,7 +48,7 @@ class AzuriteServer:
     @property
     def endpoint(self) -> str:
         """The account's blob service URL (path-style, as Azurite serves it on 127.0.0.1)."""
-        return f"{self.emulator.endpoint}/{self.account_name}"
+        return self.endpoint_override or f"{self.emulator.endpoint}/{self.account_name}"
 
     def key(self, name: str) -> str:
         return {"key1": self.account_key, "key2": self.account_key2}[name]

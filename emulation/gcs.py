@@ -90,11 +90,12 @@ class GcsServer:
     public_keys: dict[str, tuple[str, str]]
     iam: GcsIamProxy | None = None
     service_accounts: set[str] = field(default_factory=set)
+    endpoint_override: str | None = None  # set on the view emulation.netshape.shaped() returns
 
     @property
     def endpoint(self) -> str:
         """Where clients (and the emitted connection) go: through IAM when it is enforced."""
-        return self.iam.endpoint if self.iam else self.emulator.endpoint
+        return self.endpoint_override or (self.iam.endpoint if self.iam else self.emulator.endpoint)
 
     @property
     def client_env(self) -> dict[str, str]:
