@@ -245,7 +245,7 @@ def _chunked(headers: dict[bytes, bytes]) -> bool:
 
 @contextlib.contextmanager
 def shaped_link(
-    upstream: tuple[str, int], shape: LinkShape | None = None, *, keep_alive: bool = False
+    upstream: tuple[str, int], shape: LinkShape | None = None, *, keep_alive: bool = False, port: int = 0
 ) -> Iterator[ShapedLink]:
     """A shaping proxy to ``upstream`` on a free loopback port (``link.port``) until the block ends;
     ``keep_alive`` for an HTTP upstream that closes its connections (see the module's docstring)."""
@@ -259,7 +259,7 @@ def shaped_link(
         if keep_alive:
             relay = await asyncio.start_server(link._relay_requests, "127.0.0.1", 0, limit=CHUNK * 2)
             link._relay_port = relay.sockets[0].getsockname()[1]
-        server = await asyncio.start_server(link._handle, "127.0.0.1", 0, limit=CHUNK * 2)
+        server = await asyncio.start_server(link._handle, "127.0.0.1", port, limit=CHUNK * 2)
         link.port = server.sockets[0].getsockname()[1]
         started.set()
 
@@ -294,14 +294,84 @@ Server = TypeVar("Server")
 
 
 @contextlib.contextmanager
-def shaped(server: Server, shape: LinkShape | None = None) -> Iterator[tuple[Server, ShapedLink]]:
+def shaped(
+    server: Server, shape: LinkShape | None = None, *, own_process: bool = False
+) -> Iterator[tuple[Server, ShapedLink]]:
     """An emulator (MotoServer, GcsServer, AzuriteServer) seen through a shaped link: a copy of it whose
-    ``endpoint`` (what a stack deployed into it emits) is the link's, and the link."""
+    ``endpoint`` (what a stack deployed into it emits) is the link's, and the link. ``own_process``: the link
+    runs in a process of its own (python -m emulation.netshape), so that relaying large transfers does not
+    compete for this process's interpreter lock with the clients being measured (the link object then only
+    carries its port)."""
     endpoint: str = server.endpoint  # type: ignore[attr-defined]
     parts = urllib.parse.urlsplit(endpoint)
     upstream = (parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80))
-    with shaped_link(upstream, shape, keep_alive=parts.scheme == "http") as link:
+    shape = shape or LinkShape()
+    keep_alive = parts.scheme == "http"
+    if own_process:
+        context: Any = _link_process(upstream, shape, keep_alive)
+    else:
+        context = shaped_link(upstream, shape, keep_alive=keep_alive)
+    with context as link:
         view: Any = dataclasses.replace(  # type: ignore[type-var]
             server, endpoint_override=f"{parts.scheme}://127.0.0.1:{link.port}{parts.path}"
         )
         yield view, link
+
+
+@contextlib.contextmanager
+def _link_process(upstream: tuple[str, int], shape: LinkShape, keep_alive: bool) -> Iterator[ShapedLink]:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from emulation.processes import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "emulation.netshape", f"{upstream[0]}:{upstream[1]}", "--port", str(port)]
+    command += ["--rtt", str(shape.rtt), "--per-connection", str(shape.per_connection or 0)]
+    command += ["--aggregate", str(shape.aggregate or 0)] + (["--keep-alive"] if keep_alive else [])
+    process = subprocess.Popen(command)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the shaping proxy did not start: {command}")
+            time.sleep(0.1)
+        yield ShapedLink(upstream, shape, keep_alive, port)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import signal
+    import time
+
+    parser = argparse.ArgumentParser(description="A network-shaping proxy to an emulator on 127.0.0.1.")
+    parser.add_argument("upstream", help="host:port of the emulator")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--rtt", type=float, default=LinkShape.rtt, help="seconds per request/response turn")
+    parser.add_argument("--per-connection", type=float, default=LinkShape.per_connection, help="bytes/s, 0: none")
+    parser.add_argument("--aggregate", type=float, default=0, help="bytes/s shared by all connections, 0: none")
+    parser.add_argument("--keep-alive", action="store_true", help="keep clients' HTTP connections open")
+    args = parser.parse_args(argv)
+    host, _, port = args.upstream.rpartition(":")
+    shape = LinkShape(args.rtt, args.per_connection or None, args.aggregate or None)
+    stop = False
+
+    def stopped(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, stopped)
+    with shaped_link((host, int(port)), shape, keep_alive=args.keep_alive, port=args.port):
+        while not stop:
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from airflow.sdk.bases.xcom import BaseXCom
@@ -36,7 +37,13 @@ from xcom_backend.errors import (
     XComReferenceError,
 )
 from xcom_backend.references import ObjectReference, XComIdentity
-from xcom_backend.store import clear_caches, configured_location, configured_threshold, current_store
+from xcom_backend.store import (
+    clear_caches,
+    configured_concurrency,
+    configured_location,
+    configured_threshold,
+    current_store,
+)
 
 __all__ = [
     "ObjectStorageXComBackend",
@@ -76,8 +83,69 @@ def _owner_of(result: Any) -> XComIdentity | None:
     return _EXPECTED.get()
 
 
-# A mapped task's results, read lazily by the SDK, declare their task, run and key (mapped_reads).
-mapped_reads.install(reading_xcom)
+class _Pending:
+    """A value being read from object storage during reading_in_parallel (or the error its read raised)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: Future[Any]) -> None:
+        self.future = future
+
+    def value(self) -> Any:
+        return self.future.result()
+
+
+class _ParallelReads:
+    """The read pool of one reading_in_parallel block, started at its first offloaded value."""
+
+    def __init__(self) -> None:
+        self.pool: ThreadPoolExecutor | None = None
+
+    def submit(self, read: Callable[[], Any]) -> _Pending:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(configured_concurrency(), thread_name_prefix="xcom-read")
+        return _Pending(self.pool.submit(read))
+
+
+_PARALLEL: contextvars.ContextVar[_ParallelReads | None] = contextvars.ContextVar("xcom_parallel", default=None)
+
+
+def failed(error: BaseException) -> _Pending:
+    future: Future[Any] = Future()
+    future.set_exception(error)
+    return _Pending(future)
+
+
+@contextlib.contextmanager
+def reading_in_parallel() -> Iterator[None]:
+    """Within the block, deserialize_value starts each object's read on a pool of ``[xcom_backend]
+    transfer_concurrency`` threads and returns a placeholder at once (its error too, kept for when the value is
+    asked for); settled() swaps placeholders for values. Leaving the block waits for every read it started.
+
+    For the SDK's pulls of many values (get_all, a mapped task's results), which deserialize them one by one:
+    on a cloud store the objects' round trips then overlap instead of adding up."""
+    reads = _ParallelReads()
+    token = _PARALLEL.set(reads)
+    try:
+        yield
+    finally:
+        _PARALLEL.reset(token)
+        if reads.pool is not None:
+            reads.pool.shutdown(wait=True)
+
+
+def settled(value: Any) -> Any:
+    """A value, or a list of values, with reading_in_parallel's placeholders replaced by what they read."""
+    if isinstance(value, _Pending):
+        return value.value()
+    if isinstance(value, list):
+        return [item.value() if isinstance(item, _Pending) else item for item in value]
+    return value
+
+
+# A mapped task's results, read lazily by the SDK, declare their task, run and key and are read a window of
+# [xcom_backend] transfer_concurrency at a time (mapped_reads).
+mapped_reads.install(reading_xcom, reading_in_parallel, settled, configured_concurrency)
 
 
 def _cause(err: BaseException) -> str:
@@ -146,9 +214,20 @@ class ObjectStorageXComBackend(BaseXCom):
     @staticmethod
     def deserialize_value(result: Any) -> Any:
         raw = getattr(result, "value", None)
-        if references.is_reference_shaped(raw) and (reference := _reference_in(raw, _owner_of(result))) is not None:
-            return _read(reference)
-        return BaseXCom.deserialize_value(result)
+        if not references.is_reference_shaped(raw):
+            return BaseXCom.deserialize_value(result)
+        parallel = _PARALLEL.get()  # one of many values (reading_in_parallel): read alongside the others
+        try:
+            reference = _reference_in(raw, _owner_of(result))
+        except Exception as err:
+            if parallel is None:
+                raise
+            return failed(err)  # raised when this value is asked for, as a read of it alone would
+        if reference is None:
+            return BaseXCom.deserialize_value(result)
+        if parallel is not None:
+            return parallel.submit(lambda: _read(reference))
+        return _read(reference)
 
     @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:
@@ -216,19 +295,24 @@ class ObjectStorageXComBackend(BaseXCom):
     def get_all(  # type: ignore[override]
         cls, *, key: str, dag_id: str, task_id: str, run_id: str, include_prior_dates: bool = False
     ) -> Any:
-        with reading_xcom(XComIdentity(dag_id, None if include_prior_dates else run_id, task_id, None, key)):
-            return super().get_all(
+        """Every map index's value; their objects read ``[xcom_backend] transfer_concurrency`` at once."""
+        owner = XComIdentity(dag_id, None if include_prior_dates else run_id, task_id, None, key)
+        with reading_xcom(owner), reading_in_parallel():
+            values = super().get_all(
                 key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, include_prior_dates=include_prior_dates
             )
+            return settled(values)
 
     @classmethod
     async def aget_all(  # type: ignore[override]
         cls, *, key: str, dag_id: str, task_id: str, run_id: str, include_prior_dates: bool = False
     ) -> Any:
-        with reading_xcom(XComIdentity(dag_id, None if include_prior_dates else run_id, task_id, None, key)):
-            return await super().aget_all(
+        owner = XComIdentity(dag_id, None if include_prior_dates else run_id, task_id, None, key)
+        with reading_xcom(owner), reading_in_parallel():
+            values = await super().aget_all(
                 key=key, dag_id=dag_id, task_id=task_id, run_id=run_id, include_prior_dates=include_prior_dates
             )
+            return settled(values)
 
     @classmethod
     def delete(  # type: ignore[override]
@@ -251,9 +335,9 @@ def _reference_in(raw: Any, owner: XComIdentity | None) -> ObjectReference | Non
     return references.resolve(raw, base, owner)
 
 
-def _fetch(reference: ObjectReference) -> bytes:
+def _fetch(reference: ObjectReference) -> bytes | bytearray:
     try:
-        return current_store().read(reference.name)
+        return current_store().read(reference.name, reference.stored_size)
     except FileNotFoundError as err:
         raise XComObjectMissingError(
             f"XCom object {reference.url} (written by {reference.writer}) is missing from object storage: "

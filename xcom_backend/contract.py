@@ -32,6 +32,14 @@ PATH_ENV = airflow_config_env(AIRFLOW_CONFIG_SECTION, PATH_KEY)
 THRESHOLD_ENV = airflow_config_env(AIRFLOW_CONFIG_SECTION, THRESHOLD_KEY)
 COMPRESSION_ENV = airflow_config_env(AIRFLOW_CONFIG_SECTION, COMPRESSION_KEY)
 
+# The bundled backend's own setting (common-io has none): how many parts or ranges of one large value, or
+# objects of a mapped task's results, it sends or reads at once. The default is boto3's TransferManager's.
+TRANSFER_SECTION = "xcom_backend"
+CONCURRENCY_KEY = "transfer_concurrency"
+CONCURRENCY_ENV = airflow_config_env(TRANSFER_SECTION, CONCURRENCY_KEY)
+DEFAULT_CONCURRENCY = 10
+MAX_CONCURRENCY = 64
+
 # Not Airflow settings: they tell `xcom-backend verify` (and whoever reads the env) which deployment of a
 # multi-deployment stack this env is for, and which credential it carries (kind, id, generation, created,
 # expires; never the secret). Stacks without deployments that never rotated do not emit them.

@@ -7,6 +7,11 @@ arguments, ``LazyXComSequence(xcom_arg=..., ti=...)``, and asks the API server f
 ``__getitem__`` (which its iterator and slices use too) is wrapped to declare those coordinates, any map index,
 around the SDK's own. Without the wrapper, references read from such a sequence are refused, never read.
 
+The SDK reads such a sequence one item per request, each object's read then adding a store round trip. The
+wrapper asks the SDK for a window of items at once instead (its own slice request) and has their objects
+read in parallel (backend.reading_in_parallel); the window's values are kept until the sequence is read past
+them, each failed read's error raised only when its item is asked for.
+
 Installed when the backend class is imported: a task process imports it with the task runner, before any
 template or argument is rendered (and while ``airflow.sdk.definitions.xcom_arg`` is still being imported, so
 nothing from that module can be used here). tests/unit/test_mapped_reads.py fails if the SDK changes the shape
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -29,8 +35,16 @@ Declare = Callable[[XComIdentity], AbstractContextManager[None]]
 _WRAPPED = "__xcom_backend_declares_owner__"
 
 
-def install(declare: Declare) -> bool:
-    """Wrap the SDK's ``LazyXComSequence.__getitem__`` (once per process); False when the SDK lacks its shape."""
+def install(
+    declare: Declare,
+    in_parallel: Callable[[], AbstractContextManager[None]],
+    settled: Callable[[Any], Any],
+    window: Callable[[], int],
+) -> bool:
+    """Wrap the SDK's ``LazyXComSequence.__getitem__`` (once per process); False when the SDK lacks its shape.
+
+    ``declare(owner)`` says whose values are read; within ``in_parallel()`` reads return placeholders that
+    ``settled`` turns into values; ``window()`` items are asked for at once."""
     try:
         import attrs
         from airflow.sdk.execution_time.lazy_sequence import LazyXComSequence
@@ -44,12 +58,28 @@ def install(declare: Declare) -> bool:
     if getattr(original, _WRAPPED, False):
         return True
 
+    windows: dict[int, tuple[int, list[Any]]] = {}  # id(sequence) -> (first index, values or placeholders)
+
     @functools.wraps(original)
     def __getitem__(self: Any, key: Any) -> Any:
         xcom_arg, ti = getattr(self, xcom_arg_field), getattr(self, ti_field)
         source = xcom_arg.operator
         with declare(XComIdentity(source.dag_id, ti.run_id, source.task_id, None, xcom_arg.key)):
-            return original(self, key)
+            if isinstance(key, slice):
+                with in_parallel():
+                    return settled(original(self, key))
+            if type(key) is not int or key < 0:
+                return original(self, key)
+            start, values = windows.get(id(self), (0, []))
+            if not start <= key < start + len(values):
+                with in_parallel():  # reads started now are over when the block ends: kept as results
+                    values = original(self, slice(key, key + max(1, window())))
+                if not values:
+                    raise IndexError(key)
+                if id(self) not in windows:
+                    weakref.finalize(self, windows.pop, id(self), None)
+                start, windows[id(self)] = key, (key, values)
+            return settled(values[key - start])
 
     setattr(__getitem__, _WRAPPED, True)
     LazyXComSequence.__getitem__ = __getitem__  # type: ignore[method-assign]

@@ -17,15 +17,16 @@ import contextlib
 import gc
 import importlib
 import posixpath
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache, cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from xcom_backend import codec, contract
 from xcom_backend.errors import StoreConfigError
-from xcom_backend.references import name_budget
-from xcom_backend.s3 import S3Objects, checksum_headers, provider_client
+from xcom_backend.references import PART_SUFFIX, name_budget
+from xcom_backend.s3 import S3Objects, UploadBody, checksum_headers, provider_client
+from xcom_backend.transfer import PART_SIZE, parts_of, range_size
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -44,6 +45,7 @@ class Store:
     compression: str | None
     build_fs: Callable[[], AbstractFileSystem]  # built at first use: on S3 only gc's listing needs it
     s3: S3Objects | None = None  # S3: reads, writes and deletes through the provider's client (xcom_backend.s3)
+    concurrency: int = contract.DEFAULT_CONCURRENCY  # parts or ranges of one value in flight at once
 
     @cached_property
     def fs(self) -> AbstractFileSystem:
@@ -85,7 +87,7 @@ class Store:
     def write(self, name: str, data: bytes) -> None:
         """One request up to SINGLE_REQUEST_LIMIT; above it the libraries' multipart uploads (s3fs's on S3).
         Through s3fs, S3 gets the same CRC32C the S3 client sends, and a body aiohttp does not copy
-        (_UploadBody)."""
+        (UploadBody)."""
         if self.s3 is not None and len(data) <= SINGLE_REQUEST_LIMIT:
             self.s3.put(self.key_of(name), data)
             return
@@ -96,23 +98,33 @@ class Store:
 
             bucket, key, _ = self.fs.split_path(path)
             checksum = checksum_headers(self.fs.s3, data)
-            body = _UploadBody(data)
+            body = UploadBody(data)
             sync(self.fs.loop, self.fs._call_s3, "put_object", Bucket=bucket, Key=key, Body=body, **checksum)
             self.fs.invalidate_cache(path)
-        elif library in ("s3fs", "gcsfs"):  # gcsfs: one request up to the limit; both: multipart above it
+        elif library == "gcsfs" and PART_SIZE < len(data) <= GCS_MAX_COMPONENTS * SINGLE_REQUEST_LIMIT:
+            from fsspec.asyn import sync
+
+            sync(self.fs.loop, _composed_upload, self.fs, path, memoryview(data), self.concurrency)
+        elif library in ("s3fs", "gcsfs"):  # gcsfs: one request up to a part; s3fs: multipart above the limit
             self.fs.pipe_file(path, data, chunksize=SINGLE_REQUEST_LIMIT)
         else:
             if not self.is_object_store:  # local files, sftp, ...: parent directories must exist
                 self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
             self.fs.pipe_file(path, data)
 
-    def read(self, name: str) -> bytes:
-        """One request (s3fs would HEAD first to decide on ranged reads)."""
+    def read(self, name: str, size: int | None = None) -> bytes | bytearray:
+        """One request (s3fs would HEAD first to decide on ranged reads); on S3, with the stored ``size`` known
+        from the reference and above a part, ranges read in parallel (xcom_backend.s3)."""
         if self.s3 is not None:
-            return self.s3.get(self.key_of(name))
-        if self.library == "s3fs":
+            return self.s3.get(self.key_of(name), size)
+        library = self.library
+        if library == "s3fs":
             return self.fs.cat_file(self.path_of(name), max_concurrency=1)
-        return self.fs.cat_file(self.path_of(name))
+        if library == "gcsfs" and size is not None and size > PART_SIZE:  # ranges at once, no metadata request
+            # One byte more than the reference names: a longer object then reads longer and fails its check.
+            concurrency = len(parts_of(size, range_size(size, self.concurrency)))
+            return self.fs.cat_file(self.path_of(name), start=0, end=size + 1, concurrency=concurrency)
+        return self.fs.cat_file(self.path_of(name))  # adlfs: in ranges above a part, in parallel (_tuned)
 
     def delete(self, name: str) -> bool:
         """Delete one object; False when it was already gone (gcsfs and adlfs raise then; S3 answers a missing key
@@ -155,48 +167,7 @@ class Store:
         }
 
 
-class _UploadBody:
-    """The bytes of one PUT, neither copied by botocore nor by aiohttp (the 50 MB push peaked at 2x otherwise).
-
-    botocore wraps a bytes body in a BytesIO, whose getbuffer() aiohttp calls, which copies it whole; a
-    memoryview would be copied by asyncio's transport (Python 3.11) with whatever one large write leaves unsent.
-    This body gives botocore what it reads (len, read, seek, tell: it hashes the payload and rewinds for retries)
-    as memoryview slices, and gives aiohttp 1 MiB slices to send one at a time (async iteration).
-    """
-
-    _SLICE = 2**20
-
-    def __init__(self, data: bytes) -> None:
-        self._view = memoryview(data)
-        self._position = 0
-
-    def __len__(self) -> int:
-        return len(self._view)
-
-    def read(self, size: int | None = -1) -> memoryview:
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
-        chunk, self._position = self._view[self._position : end], end
-        return chunk
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._position, 2: len(self._view)}[whence]
-        self._position = max(0, min(len(self._view), base + offset))
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def __aiter__(self) -> AsyncIterator[memoryview]:
-        return self._slices()
-
-    async def _slices(self) -> AsyncIterator[memoryview]:
-        # Every send is the whole body, from its start: s3fs retries (SlowDown, timeouts) with the same body
-        # and does not rewind it, and Content-Length is always len(self).
-        for start in range(0, len(self._view), self._SLICE):
-            yield self._view[start : start + self._SLICE]
-
-
-def _filesystem(location: contract.ObjectStorageLocation) -> AbstractFileSystem:
+def _filesystem(location: contract.ObjectStorageLocation, concurrency: int) -> AbstractFileSystem:
     """The filesystem ObjectStoragePath would use, built straight from the scheme's provider module.
 
     That skips ObjectStoragePath's discovery, which imports every installed provider's filesystem module
@@ -208,16 +179,18 @@ def _filesystem(location: contract.ObjectStorageLocation) -> AbstractFileSystem:
         from airflow.sdk.io import get_fs
 
         fs = get_fs(location.scheme, location.conn_id)
-    return _single_request(fs)
+    return _tuned(fs, concurrency)
 
 
-def _single_request(fs: AbstractFileSystem) -> AbstractFileSystem:
-    """The same filesystem, set up to send one request per read and write.
+def _tuned(fs: AbstractFileSystem, concurrency: int) -> AbstractFileSystem:
+    """The same filesystem, set up to send one request per read and write up to a part, and parts in parallel
+    above it.
 
     gcsfs's default class (when GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT is not "false" in the worker's env, which the
     GCP stack emits) asks the Storage Control API for the bucket's layout on every operation: the plain
     GCSFileSystem with the same options does not. adlfs's Azure client reads in 32 MiB ranges and writes in
-    blocks above 64 MiB: raised to one request up to SINGLE_REQUEST_LIMIT.
+    blocks above 64 MiB, one at a time: here in PART_SIZE blocks and ranges, ``concurrency`` at once (the Azure
+    SDK's own parallel upload_blob and download_blob).
     """
     if type(fs).__name__ == "ExtendedGcsFileSystem":
         from gcsfs.core import GCSFileSystem
@@ -227,8 +200,42 @@ def _single_request(fs: AbstractFileSystem) -> AbstractFileSystem:
         fs.connect()  # the client, built now (while the collector is held off) rather than at the first request
     config = getattr(getattr(fs, "service_client", None), "_config", None)  # adlfs's BlobServiceClient
     if config is not None and hasattr(config, "max_single_get_size"):
-        config.max_single_get_size = config.max_single_put_size = SINGLE_REQUEST_LIMIT
+        config.max_single_get_size = config.max_single_put_size = config.max_block_size = PART_SIZE
+        config.max_chunk_get_size = PART_SIZE  # the SDK's ranges after the first (its size unknown until then)
+        fs.max_concurrency = concurrency
     return fs
+
+
+GCS_MAX_COMPONENTS = 32  # sources one compose request takes
+
+
+async def _composed_upload(fs: Any, path: str, data: memoryview, concurrency: int) -> None:
+    """GCS's parallel composite upload: parts written as objects of their own next to the value's,
+    ``concurrency`` at once, then composed into it in one request and deleted. gcsfs writes one object per
+    request. A part that fails fails the write; the parts are deleted whatever happens (those left by a killed
+    process are names gc takes for orphans: ``<name>.part-NN``)."""
+    import asyncio
+
+    size = max(PART_SIZE, -(-len(data) // GCS_MAX_COMPONENTS))
+    starts = range(0, len(data), size)
+    names = [f"{path}{PART_SUFFIX}{number:02d}" for number in range(len(starts))]
+    limit = asyncio.Semaphore(concurrency)
+
+    async def write(name: str, start: int) -> None:
+        async with limit:
+            await fs._pipe_file(name, bytes(data[start : start + size]))
+
+    try:
+        written = await asyncio.gather(
+            *(write(name, start) for name, start in zip(names, starts, strict=True)), return_exceptions=True
+        )  # every part's request over before any is deleted
+        if failures := [result for result in written if isinstance(result, BaseException)]:
+            raise failures[0]
+        await fs._merge(path, names)
+    finally:
+        with contextlib.suppress(Exception):
+            await fs._rm_files(names)  # one batch request (gcsfs's _rm would look each up first)
+        fs.invalidate_cache(path)
 
 
 @contextlib.contextmanager
@@ -267,6 +274,24 @@ def configured_location() -> contract.ObjectStorageLocation | None:
 
 
 @cache
+def configured_concurrency() -> int:
+    """[xcom_backend] transfer_concurrency: parts, ranges or objects of one pull in flight at once."""
+    from airflow.providers.common.compat.sdk import conf
+
+    text = conf.get(contract.TRANSFER_SECTION, contract.CONCURRENCY_KEY, fallback="") or ""
+    if not text.strip():
+        return contract.DEFAULT_CONCURRENCY
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= contract.MAX_CONCURRENCY:
+        setting = f"[{contract.TRANSFER_SECTION}] {contract.CONCURRENCY_KEY} ({contract.CONCURRENCY_ENV})"
+        raise StoreConfigError(f"{setting} is {text!r}: give a whole number from 1 to {contract.MAX_CONCURRENCY}")
+    return value
+
+
+@cache
 def current_store() -> Store:
     from airflow.providers.common.compat.sdk import conf
 
@@ -282,13 +307,15 @@ def current_store() -> Store:
         raise StoreConfigError(f"{_setting(contract.COMPRESSION_KEY)}: {err}") from None
     base_url = conf.get(contract.AIRFLOW_CONFIG_SECTION, contract.PATH_KEY).strip().rstrip("/")
     with _cyclic_gc_deferred():
-        client = provider_client(location.conn_id) if location.family == contract.S3_FAMILY else None
+        concurrency = configured_concurrency()
+        client = provider_client(location.conn_id, concurrency) if location.family == contract.S3_FAMILY else None
         store = Store(
             base_url=base_url,
             location=location,
             compression=compression,
-            build_fs=partial(_filesystem, location),
-            s3=S3Objects(client, location.bucket) if client is not None else None,
+            build_fs=partial(_filesystem, location, concurrency),
+            s3=S3Objects(client, location.bucket, concurrency) if client is not None else None,
+            concurrency=concurrency,
         )
         if client is None:
             store.fs  # noqa: B018 (built now: a connection or filesystem error is raised here, not at a write)
@@ -304,5 +331,5 @@ def configured_threshold() -> int:
 
 def clear_caches() -> None:
     """Forget settings and filesystem (for tests that change the config in-process)."""
-    for cached in (configured_location, current_store, configured_threshold):
+    for cached in (configured_location, current_store, configured_threshold, configured_concurrency):
         cached.cache_clear()

@@ -23,8 +23,9 @@ from airflow.providers.common.io.xcom import backend as common_io
 from airflow.utils.json import XComDecoder, XComEncoder
 
 from emulation.request_count import Requests, counting
-from tests.conftest import DeployedStack, deploy
-from tests.stores import ADMIN_CONN_ID, AdminBucket
+from tests.conftest import deploy
+from tests.integration.conftest import Deployment
+from tests.stores import ADMIN_CONN_ID
 from tests.xcom_calls import (
     OWNER,
     RUN_ID,
@@ -34,7 +35,6 @@ from tests.xcom_calls import (
     pull_row,
     purge,
     push,
-    use_emitted_env,
 )
 from xcom_backend import codec, contract, gc, references
 from xcom_backend.backend import (
@@ -48,56 +48,11 @@ from xcom_backend.backend import (
     XComReferenceError,
 )
 from xcom_backend.references import XComIdentity, stored_url
+from xcom_backend.transfer import PART_SIZE, parts_of, range_size
 
 pytestmark = pytest.mark.integration
 
 BIG = {f"key{i}": "x" * 100 for i in range(100)}
-EMULATORS = {"aws": "moto", "gcp": "gcs", "azure": "azurite"}
-
-
-class Deployment:
-    """A deployed stack, its env applied to this process, and the bucket seen with admin rights."""
-
-    def __init__(self, stack: DeployedStack, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.stack, self.monkeypatch = stack, monkeypatch
-        self.admin = AdminBucket(stack.server, stack.bucket)
-
-    @property
-    def cloud(self) -> str:
-        return self.admin.cloud
-
-    @property
-    def base(self) -> str:
-        return self.stack.env[contract.PATH_ENV]
-
-    def set(self, name: str, value: str | None) -> None:
-        if value is None:
-            self.monkeypatch.delenv(name, raising=False)
-        else:
-            self.monkeypatch.setenv(name, value)
-        clear_all_caches()
-
-    def key(self, url: str) -> str:
-        return contract.parse_objectstorage_path(url).prefix
-
-    def stored_keys(self) -> list[str]:
-        return self.admin.keys("xcom/")
-
-
-@pytest.fixture(scope="module", params=list(EMULATORS))
-def deployed(request: pytest.FixtureRequest) -> Iterator[DeployedStack]:
-    stack = deploy(request.getfixturevalue(EMULATORS[request.param]))
-    yield stack
-    stack.mocks.destroy()
-
-
-@pytest.fixture
-def deployment(deployed: DeployedStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
-    """The emitted env, and nothing else that grants access, in this process's environment."""
-    monkeypatch.delenv("AIRFLOW_CTX_TASK_ID", raising=False)  # errors must be raised in and out of tasks
-    use_emitted_env(deployed.env, deployed.server.client_env, monkeypatch.setenv)
-    yield Deployment(deployed, monkeypatch)
-    clear_all_caches()
 
 
 def test_small_value_stays_in_the_db(deployment: Deployment) -> None:
@@ -504,10 +459,10 @@ def count_requests(deployment: Deployment) -> Iterator[Callable[[], Requests]]:
         yield lambda: stack.enter_context(counting(current_store().transport, gcs_iam=gcs_iam))
 
 
-@pytest.mark.parametrize("size", [11_000, 40 * 2**20], ids=["11KB", "40MiB"])
+@pytest.mark.parametrize("size", [11_000, PART_SIZE - 100], ids=["11KB", "a part"])
 def test_one_request_per_write_and_one_per_read(deployment: Deployment, count_requests, size: int) -> None:
-    """40 MiB is above adlfs's 32 MiB ranged reads; s3fs would HEAD before every read; gcsfs's default class
-    would add Storage Control layout calls (see test_gcsfs_default_class_is_replaced)."""
+    """Up to a part (8 MiB): s3fs would HEAD before every read; gcsfs's default class would add Storage Control
+    layout calls (see test_gcsfs_default_class_is_replaced)."""
     value = {"pad": "q" * size}
     push(BIG)  # the store and its client exist: their setup is not what is counted
     requests = count_requests()
@@ -515,6 +470,26 @@ def test_one_request_per_write_and_one_per_read(deployment: Deployment, count_re
     written = len(requests)
     assert pull(reference) == value
     assert (written, len(requests) - written) == (1, 1), requests
+
+
+def test_a_large_value_moves_in_parts(deployment: Deployment, count_requests) -> None:
+    """Above a part: parts sent and ranges read in parallel, each part one request; the whole checked by its
+    digest on read."""
+    value = {"pad": "w" * (40 * 2**20)}
+    push(BIG)
+    requests = count_requests()
+    reference = push(value)
+    written = len(requests)
+    assert pull(reference) == value
+    stored = reference["stored_size"]
+    parts, ranges = len(parts_of(stored)), len(parts_of(stored, range_size(stored, contract.DEFAULT_CONCURRENCY)))
+    expected = {
+        "aws": (parts + 2, ranges),  # create, parts, complete; a GET per range
+        "gcp": (parts + 2, ranges),  # parts as objects, compose, one batch deleting the parts; a GET per range
+        "azure": (parts + 1, parts),  # Put Block per part, Put Block List; the SDK's ranges, a part each
+    }
+    assert (written, len(requests) - written) == expected[deployment.cloud], requests
+    assert not [key for key in deployment.stored_keys() if ".part-" in key]  # GCS's parts are gone
 
 
 def test_a_value_above_the_single_request_limit_is_uploaded_in_parts(deployment: Deployment, monkeypatch) -> None:

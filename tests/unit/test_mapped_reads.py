@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,12 +24,16 @@ from airflow.sdk.execution_time import xcom as sdk_xcom
 from airflow.sdk.execution_time.lazy_sequence import LazyXComSequence
 
 from tests.xcom_calls import clear_all_caches, push
-from xcom_backend import contract, mapped_reads
+from xcom_backend import backend, contract, mapped_reads
 from xcom_backend.backend import ObjectStorageXComBackend, XComForeignReferenceError, reading_xcom
 from xcom_backend.references import XComIdentity
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
 BIG = {"pad": "m" * 3000}
+
+
+def install_again() -> bool:
+    return mapped_reads.install(reading_xcom, backend.reading_in_parallel, backend.settled, lambda: 3)
 
 
 def build_dag() -> Any:
@@ -101,7 +106,7 @@ def resolve_mapped(rows: dict[tuple[str, int], Any], monkeypatch) -> tuple[Any, 
 
 def test_the_sequences_item_access_is_wrapped() -> None:
     assert getattr(LazyXComSequence.__getitem__, mapped_reads._WRAPPED, False)
-    assert mapped_reads.install(reading_xcom)  # idempotent
+    assert install_again()  # idempotent
     assert not getattr(LazyXComSequence.__getitem__.__wrapped__, mapped_reads._WRAPPED, False)
 
 
@@ -126,7 +131,28 @@ def test_items_iteration_and_slices_read_the_mapped_tasks_own_objects(stored, mo
     assert [value["index"] for value in sequence[0:2]] == [0, 1]
     assert len(sequence) == 2
     asked = {type(msg).__name__ for msg in supervisor.sent}
-    assert {"GetXComSequenceItem", "GetXComSequenceSlice", "GetXComCount"} <= asked, asked
+    assert asked == {"GetXComSequenceSlice", "GetXComCount"}, asked  # items come in windows (slices)
+    assert sequence[-1]["index"] == 1  # from the end: the SDK's own item request
+    assert type(supervisor.sent[-1]).__name__ == "GetXComSequenceItem"
+
+
+def test_items_are_asked_for_a_window_at_a_time_and_read_in_parallel(stored, monkeypatch) -> None:
+    more = {("mapped", index): push({"index": index, **BIG}, identity("mapped", index)) for index in range(7)}
+    monkeypatch.setenv(contract.CONCURRENCY_ENV, "3")
+    clear_all_caches()
+    sequence, supervisor = resolve_mapped(more, monkeypatch)
+    threads: set[str] = set()
+    read = backend._read
+
+    def recorded(reference):
+        threads.add(threading.current_thread().name)
+        return read(reference)
+
+    monkeypatch.setattr(backend, "_read", recorded)
+    assert [value["index"] for value in sequence] == list(range(7))
+    slices = [(msg.start, msg.stop) for msg in supervisor.sent if type(msg).__name__ == "GetXComSequenceSlice"]
+    assert slices == [(0, 3), (3, 6), (6, 9), (7, 10)], slices  # the last one finds the end
+    assert threads and all(name.startswith("xcom-read") for name in threads), threads
 
 
 def test_a_siblings_reference_planted_in_the_sequence_is_refused(stored, monkeypatch) -> None:
@@ -162,7 +188,7 @@ def test_an_sdk_without_that_shape_fails_lazy_reads_only(monkeypatch) -> None:
             return key
 
     monkeypatch.setattr(lazy_sequence, "LazyXComSequence", PlainSequence)
-    assert mapped_reads.install(reading_xcom) is False
+    assert install_again() is False
     assert PlainSequence()[3] == 3  # left as it was
 
 

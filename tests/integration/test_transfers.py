@@ -1,0 +1,106 @@
+"""Large values in parts, on S3, GCS and Azure with the emitted credentials: what happens when a part fails,
+when the object behind a reference changed size, and the concurrency setting (xcom_backend/transfer.py)."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import pytest
+
+from tests.integration.conftest import Deployment
+from tests.xcom_calls import clear_all_caches, pull, push
+from xcom_backend import contract
+from xcom_backend.backend import XComObjectCorruptError, XComObjectError
+from xcom_backend.errors import StoreConfigError
+from xcom_backend.references import stored_url
+from xcom_backend.transfer import PART_SIZE
+
+pytestmark = pytest.mark.integration
+
+# Four parts, compressed or not: random bytes (base64) leave a codec little to take out.
+LARGE = {"pad": base64.b64encode(random.Random(19).randbytes(3 * PART_SIZE + 12345)).decode()}
+
+
+def test_a_large_value_round_trips_with_any_concurrency(deployment: Deployment) -> None:
+    for concurrency in ("1", "3", "64"):
+        deployment.set(contract.CONCURRENCY_ENV, concurrency)
+        assert pull(push(LARGE)) == LARGE, concurrency
+
+
+@pytest.mark.parametrize("value", ["0", "65", "ten", "-1"])
+def test_a_bad_concurrency_setting_names_the_setting(deployment: Deployment, value: str) -> None:
+    deployment.set(contract.CONCURRENCY_ENV, value)
+    with pytest.raises(StoreConfigError, match=r"\[xcom_backend\] transfer_concurrency .* from 1 to 64"):
+        push(LARGE)
+
+
+def test_an_object_shorter_or_longer_than_its_reference_is_refused(deployment: Deployment) -> None:
+    reference = push(LARGE)
+    key = deployment.key(stored_url(reference))
+    whole = deployment.admin.get(key)
+    deployment.admin.put(key, whole[: len(whole) - PART_SIZE - 10])  # a part and more missing
+    with pytest.raises(XComObjectCorruptError, match="does not match its checksum"):
+        pull(reference)
+    deployment.admin.put(key, whole + b"trailing bytes")
+    with pytest.raises(XComObjectError):  # the digest of the first stored_size bytes alone would match
+        pull(reference)
+    deployment.admin.put(key, whole)
+    assert pull(reference) == LARGE
+
+
+def test_a_part_that_keeps_failing_fails_the_write_and_leaves_nothing(deployment: Deployment, monkeypatch) -> None:
+    """The third part fails every time (each store's own retries included): the push raises before any row is
+    written, and no object, part or pending upload is left under the value's name."""
+    from xcom_backend.store import current_store
+
+    push({"warm": "w" * 2000})  # the store exists
+    store = current_store()
+    before = deployment.stored_keys()
+    failing = _fail_third_part(deployment.cloud, store, monkeypatch)
+    with pytest.raises(XComObjectError, match="writing XCom object"):
+        push(LARGE)
+    assert failing["calls"] >= 3
+    assert deployment.stored_keys() == before
+    if deployment.cloud == "aws":
+        uploads = deployment.admin.server.client("s3").list_multipart_uploads(Bucket=deployment.admin.bucket)
+        assert not uploads.get("Uploads"), uploads  # aborted
+    clear_all_caches()
+
+
+def _fail_third_part(cloud: str, store, monkeypatch) -> dict[str, int]:
+    """Make the request carrying part 3 fail at the transport, whatever the store's library retries."""
+    seen = {"calls": 0}
+    if cloud == "aws":
+
+        def refuse(params, **_):
+            seen["calls"] += 1
+            if params.get("PartNumber") == 3:
+                raise ConnectionResetError("part 3 lost")
+
+        store.s3.client.meta.events.register("before-parameter-build.s3.UploadPart", refuse)
+        return seen
+    if cloud == "gcp":
+        original = type(store.fs)._pipe_file
+
+        async def refuse_part(self, path, data, *args, **kwargs):
+            seen["calls"] += 1
+            if path.endswith(".part-02"):
+                raise ConnectionResetError("part 3 lost")
+            return await original(self, path, data, *args, **kwargs)
+
+        monkeypatch.setattr(type(store.fs), "_pipe_file", refuse_part)
+        return seen
+    from azure.storage.blob._generated.aio.operations import _block_blob_operations
+
+    operations = _block_blob_operations.BlockBlobOperations  # what the SDK's parallel upload stages blocks with
+    original_stage = operations.stage_block
+
+    async def refuse_block(self, *args, **kwargs):
+        seen["calls"] += 1
+        if seen["calls"] == 3:
+            raise ConnectionResetError("part 3 lost")
+        return await original_stage(self, *args, **kwargs)
+
+    monkeypatch.setattr(operations, "stage_block", refuse_block)
+    return seen
