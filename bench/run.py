@@ -340,7 +340,7 @@ def run_child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,
         check=False,
     )
     if result.returncode != 0:
@@ -466,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(child_rss(rest[0], int(rest[1]), rest[2])))
         elif kind == "rss-shaped":
             print(json.dumps(shaped.child_rss_shaped(int(rest[0]), payload)))
+        elif kind == "shaped-cloud":
+            print(json.dumps(shaped.child_shaped_cloud(rest[0], payload)))
         elif kind == "requests":
             print(json.dumps(child_requests(rest[0])))
         else:
