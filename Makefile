@@ -55,7 +55,8 @@ system-packages:
 demo: emulators $(if $(filter postgres,$(DB)),system-packages)
 	$(PY) -m emulation.demo --cloud $(CLOUD) --db $(DB) --executor $(EXECUTOR)
 
-# Side-by-side figures (not a test): bundled vs common-io vs DB XCom vs raw s3fs, on moto.
+# Side-by-side figures (not a test): on loopback moto (bundled vs common-io vs DB XCom vs raw s3fs), then through
+# a shaped link (emulation/netshape.py: 20 ms RTT, 80 MB/s per connection) on S3, GCS and Azure.
 bench: emulators
 	$(PY) -m bench.run
 
