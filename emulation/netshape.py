@@ -162,6 +162,10 @@ class ShapedLink:
                     up_writer.write(head)
                     sending = asyncio.create_task(_relay_body(reader, up_writer, headers))
                     keep = await self._relay_response(up_reader, writer, head.split(b" ", 1)[0] == b"HEAD")
+                    await asyncio.wait({sending}, timeout=1.0)  # its last bytes may still be leaving
+                    if not sending.done():  # answered before the whole body was sent (an early refusal):
+                        sending.cancel()  # where the next request would begin is unknown, so this connection ends
+                        return
                     await sending
                 finally:
                     up_writer.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -50,9 +51,9 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log: 
     raise RuntimeError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s; see {log}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes], signal_number: int = signal.SIGTERM) -> None:
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signal_number)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -123,7 +124,7 @@ def postgres_server(log_dir: Path) -> Iterator[PostgresServer]:
                     time.sleep(0.2)
             yield server
         finally:
-            _stop(process)
+            _stop(process, signal.SIGINT)  # PostgreSQL's fast shutdown: clients still connected are not waited for
     finally:
         shutil.rmtree(data, ignore_errors=True)
 

@@ -103,6 +103,7 @@ class _ParallelReads:
 
     def submit(self, read: Callable[[], Any]) -> _Pending:
         if self.pool is None:
+            current_store()  # built here, once: not by each reading thread (and its connection looked up here)
             self.pool = ThreadPoolExecutor(configured_concurrency(), thread_name_prefix="xcom-read")
         return _Pending(self.pool.submit(read))
 
@@ -213,21 +214,13 @@ class ObjectStorageXComBackend(BaseXCom):
 
     @staticmethod
     def deserialize_value(result: Any) -> Any:
-        raw = getattr(result, "value", None)
-        if not references.is_reference_shaped(raw):
-            return BaseXCom.deserialize_value(result)
         parallel = _PARALLEL.get()  # one of many values (reading_in_parallel): read alongside the others
+        if parallel is None:
+            return _deserialized(result, None)
         try:
-            reference = _reference_in(raw, _owner_of(result))
+            return _deserialized(result, parallel)
         except Exception as err:
-            if parallel is None:
-                raise
             return failed(err)  # raised when this value is asked for, as a read of it alone would
-        if reference is None:
-            return BaseXCom.deserialize_value(result)
-        if parallel is not None:
-            return parallel.submit(lambda: _read(reference))
-        return _read(reference)
 
     @classmethod
     def purge(cls, xcom: Any, *args: Any) -> None:
@@ -321,6 +314,14 @@ class ObjectStorageXComBackend(BaseXCom):
         owner = XComIdentity(dag_id, run_id, task_id, -1 if map_index is None else map_index, key)
         with reading_xcom(owner):
             super().delete(key=key, task_id=task_id, dag_id=dag_id, run_id=run_id, map_index=map_index)
+
+
+def _deserialized(result: Any, parallel: _ParallelReads | None) -> Any:
+    """The value (or, with ``parallel``, a placeholder for its read): from its object, or from the row."""
+    raw = getattr(result, "value", None)
+    if references.is_reference_shaped(raw) and (reference := _reference_in(raw, _owner_of(result))) is not None:
+        return parallel.submit(lambda: _read(reference)) if parallel is not None else _read(reference)
+    return BaseXCom.deserialize_value(result)
 
 
 def _reference_in(raw: Any, owner: XComIdentity | None) -> ObjectReference | None:

@@ -7,10 +7,12 @@ arguments, ``LazyXComSequence(xcom_arg=..., ti=...)``, and asks the API server f
 ``__getitem__`` (which its iterator and slices use too) is wrapped to declare those coordinates, any map index,
 around the SDK's own. Without the wrapper, references read from such a sequence are refused, never read.
 
-The SDK reads such a sequence one item per request, each object's read then adding a store round trip. The
-wrapper asks the SDK for a window of items at once instead (its own slice request) and has their objects
-read in parallel (backend.reading_in_parallel); the window's values are kept until the sequence is read past
-them, each failed read's error raised only when its item is asked for.
+The SDK reads such a sequence one item per request, each object's read then adding a store round trip. When
+the sequence is read in order (its iterator, or indexes counting up from 0), the wrapper asks the SDK for a
+window of items at once instead (its own slice request) and has their objects read in parallel
+(backend.reading_in_parallel). Each value is handed out once and then dropped (asked for again, it is read
+again, a fresh object, as the SDK does); an item whose value cannot be read or deserialized raises only when it
+is asked for. Any other access (an index out of order, from the end, a slice) is the SDK's own request.
 
 Installed when the backend class is imported: a task process imports it with the task runner, before any
 template or argument is rendered (and while ``airflow.sdk.definitions.xcom_arg`` is still being imported, so
@@ -33,6 +35,14 @@ log = logging.getLogger(__name__)
 
 Declare = Callable[[XComIdentity], AbstractContextManager[None]]
 _WRAPPED = "__xcom_backend_declares_owner__"
+
+
+def _window_size(window: Callable[[], int]) -> int:
+    """The configured window; 1 when the setting is bad (its error is raised by a read that needs it)."""
+    try:
+        return max(1, window())
+    except Exception:
+        return 1
 
 
 def install(
@@ -58,7 +68,8 @@ def install(
     if getattr(original, _WRAPPED, False):
         return True
 
-    windows: dict[int, tuple[int, list[Any]]] = {}  # id(sequence) -> (first index, values or placeholders)
+    # id(sequence) -> (the next index in order, {index: value or placeholder not yet handed out})
+    windows: dict[int, tuple[int, dict[int, Any]]] = {}
 
     @functools.wraps(original)
     def __getitem__(self: Any, key: Any) -> Any:
@@ -68,18 +79,20 @@ def install(
             if isinstance(key, slice):
                 with in_parallel():
                     return settled(original(self, key))
-            if type(key) is not int or key < 0:
-                return original(self, key)
-            start, values = windows.get(id(self), (0, []))
-            if not start <= key < start + len(values):
-                with in_parallel():  # reads started now are over when the block ends: kept as results
-                    values = original(self, slice(key, key + max(1, window())))
+            following, ahead = windows.get(id(self), (0, {}))
+            if type(key) is not int or key < 0 or (key != following and key not in ahead):
+                return original(self, key)  # not in order: one item, the SDK's own way
+            if key not in ahead:
+                with in_parallel():  # every read started here is over when the block ends
+                    values = original(self, slice(key, key + _window_size(window)))
                 if not values:
                     raise IndexError(key)
+                ahead = dict(enumerate(values, start=key))
                 if id(self) not in windows:
                     weakref.finalize(self, windows.pop, id(self), None)
-                start, windows[id(self)] = key, (key, values)
-            return settled(values[key - start])
+            value = ahead.pop(key)  # handed out once: not kept alive by the window
+            windows[id(self)] = (key + 1, ahead)
+            return settled(value)
 
     setattr(__getitem__, _WRAPPED, True)
     LazyXComSequence.__getitem__ = __getitem__  # type: ignore[method-assign]

@@ -34,9 +34,17 @@ REFERENCE_VERSION = 3
 MAX_KEY_BYTES = 1024  # S3 and GCS object names; Azure allows 1024 characters, so at least as many bytes
 MAX_SEGMENT_BYTES = 255  # one path segment on local filesystems (NAME_MAX); object stores allow more
 LONG_NAME_DIR = "_long"
-# GCS parts of a large value, next to it until composed into it (store._composed_upload): <name>.part-NN
-PART_SUFFIX = ".part-"
-_PART = re.compile(r"\.part-\d{2}$")
+# GCS parts of a large value until they are composed into it (store._composed_upload):
+# _parts/<sha256 of the value's name>.part-NN, short whatever the value's name (GCS takes 1024 bytes a name).
+PARTS_DIR = "_parts"
+_PART = re.compile(rf"^{PARTS_DIR}/[0-9a-f]{{64}}\.part-\d{{2}}$")
+
+
+def part_name(name: str, number: int) -> str:
+    """The name (below the base) of part ``number`` of the value named ``name``."""
+    return f"{PARTS_DIR}/{hashlib.sha256(name.encode()).hexdigest()}.part-{number:02d}"
+
+
 _V1_NAME_LIMIT = MAX_KEY_BYTES - 256
 # fsspec's suffix for each codec (fsspec.utils.compressions, inverted); kept here so this module needs no
 # third-party import. fsspec registers snappy with no suffix, so common-io (and this backend) refuse it.
@@ -374,9 +382,9 @@ def must_offload(value: Any, base: ObjectStorageLocation | None) -> bool:
 
 def xcom_shaped(name: str) -> bool:
     """Could a backend have written an object by this name (below the base)? gc deletes nothing else. A part
-    left by an upload that never completed counts as its value's (no row ever names it: an orphan)."""
-    if (part := _PART.search(name)) is not None:
-        name = name[: part.start()]
+    left by an upload that never completed is one (no row ever names it: an orphan)."""
+    if _PART.fullmatch(name):
+        return True
     parts = name.split("/")
     if parts[0] == LONG_NAME_DIR or (len(parts) == 3 and parts[1] == LONG_NAME_DIR):  # v2 / v1 hashed names
         stem = parts[-1].split(".", 1)[0]

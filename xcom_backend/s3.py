@@ -23,7 +23,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from xcom_backend.transfer import PART_SIZE, in_parallel, parts_of, range_size
+from xcom_backend.transfer import PART_SIZE, in_parallel, parts_of, range_size, request_slots
 
 # The provider's filesystem module reads these keys of service_config.s3 (airflow.providers.amazon.aws.fs.s3).
 FILESYSTEM_ONLY_SERVICE_KEYS = ("signer", "proxy-uri")
@@ -83,13 +83,14 @@ class S3Objects:
         self.client = client
         self.bucket = bucket
         self.concurrency = concurrency
+        self.slots = request_slots(concurrency)  # requests in flight in this process, whoever sends them
 
     def put(self, key: str, data: bytes) -> None:
         """One PutObject with the bytes' CRC32C (checksum_headers); above PART_SIZE a multipart upload."""
         if len(data) > PART_SIZE:
             self._put_parts(key, memoryview(data))
             return
-        with _as_os_errors(self.bucket, key):
+        with self.slots, _as_os_errors(self.bucket, key):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **checksum_headers(self.client, data))
 
     def _put_parts(self, key: str, data: memoryview) -> None:
@@ -106,7 +107,7 @@ class S3Objects:
             def send(number: int) -> dict[str, Any]:
                 part = data[(number - 1) * PART_SIZE : number * PART_SIZE]
                 headers = checksum.of(part)
-                with _as_os_errors(self.bucket, key):
+                with self.slots, _as_os_errors(self.bucket, key):
                     answer = self.client.upload_part(
                         Bucket=self.bucket,
                         Key=key,
@@ -152,28 +153,29 @@ class S3Objects:
         return buffer
 
     def _get_once(self, key: str) -> bytes:
-        with _as_os_errors(self.bucket, key):
+        with self.slots, _as_os_errors(self.bucket, key):
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def _get_range(self, key: str, start: int, end: int, size: int) -> bytes:
         from botocore.exceptions import ClientError
 
-        try:
-            with _as_os_errors(self.bucket, key):
-                answer = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
-        except OSError as err:
-            if isinstance(err.__cause__, ClientError) and "InvalidRange" in str(err):
-                return b""  # the object ends before this range
-            raise
-        total = answer.get("ContentRange", "").rpartition("/")[2]
-        if total.isdigit() and int(total) > size:  # shorter objects come back short: their digest then fails
-            answer["Body"].close()
-            raise OSError(
-                errno.EIO,
-                f"the object is {total} bytes, not the {size} its reference names",
-                f"s3://{self.bucket}/{key}",
-            )
-        return answer["Body"].read()
+        with self.slots:
+            try:
+                with _as_os_errors(self.bucket, key):
+                    answer = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+            except OSError as err:
+                if isinstance(err.__cause__, ClientError) and "InvalidRange" in str(err):
+                    return b""  # the object ends before this range
+                raise
+            total = answer.get("ContentRange", "").rpartition("/")[2]
+            if total.isdigit() and int(total) > size:  # shorter objects come back short: their digest then fails
+                answer["Body"].close()
+                raise OSError(
+                    errno.EIO,
+                    f"the object is {total} bytes, not the {size} its reference names",
+                    f"s3://{self.bucket}/{key}",
+                )
+            return answer["Body"].read()
 
     def delete(self, key: str) -> bool:
         """False when the bucket is gone; S3 answers a missing key as deleted (as s3fs's rm_file does)."""

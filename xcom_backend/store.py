@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from xcom_backend import codec, contract
 from xcom_backend.errors import StoreConfigError
-from xcom_backend.references import PART_SUFFIX, name_budget
+from xcom_backend.references import name_budget, part_name
 from xcom_backend.s3 import S3Objects, UploadBody, checksum_headers, provider_client
 from xcom_backend.transfer import PART_SIZE, parts_of, range_size
 
@@ -104,7 +104,8 @@ class Store:
         elif library == "gcsfs" and PART_SIZE < len(data) <= GCS_MAX_COMPONENTS * SINGLE_REQUEST_LIMIT:
             from fsspec.asyn import sync
 
-            sync(self.fs.loop, _composed_upload, self.fs, path, memoryview(data), self.concurrency)
+            parts = [self.path_of(part_name(name, number)) for number in range(GCS_MAX_COMPONENTS)]
+            sync(self.fs.loop, _composed_upload, self.fs, path, parts, memoryview(data), self.concurrency)
         elif library in ("s3fs", "gcsfs"):  # gcsfs: one request up to a part; s3fs: multipart above the limit
             self.fs.pipe_file(path, data, chunksize=SINGLE_REQUEST_LIMIT)
         else:
@@ -122,7 +123,7 @@ class Store:
             return self.fs.cat_file(self.path_of(name), max_concurrency=1)
         if library == "gcsfs" and size is not None and size > PART_SIZE:  # ranges at once, no metadata request
             # One byte more than the reference names: a longer object then reads longer and fails its check.
-            concurrency = len(parts_of(size, range_size(size, self.concurrency)))
+            concurrency = min(self.concurrency, len(parts_of(size, range_size(size, self.concurrency))))
             return self.fs.cat_file(self.path_of(name), start=0, end=size + 1, concurrency=concurrency)
         return self.fs.cat_file(self.path_of(name))  # adlfs: in ranges above a part, in parallel (_tuned)
 
@@ -209,16 +210,16 @@ def _tuned(fs: AbstractFileSystem, concurrency: int) -> AbstractFileSystem:
 GCS_MAX_COMPONENTS = 32  # sources one compose request takes
 
 
-async def _composed_upload(fs: Any, path: str, data: memoryview, concurrency: int) -> None:
-    """GCS's parallel composite upload: parts written as objects of their own next to the value's,
-    ``concurrency`` at once, then composed into it in one request and deleted. gcsfs writes one object per
-    request. A part that fails fails the write; the parts are deleted whatever happens (those left by a killed
-    process are names gc takes for orphans: ``<name>.part-NN``)."""
+async def _composed_upload(fs: Any, path: str, parts: list[str], data: memoryview, concurrency: int) -> None:
+    """GCS's parallel composite upload: parts written as objects of their own (``parts``: their paths, as many
+    as may be needed), ``concurrency`` at once, then composed into ``path`` in one request and deleted. gcsfs
+    writes one object per request. A part that fails fails the write; the parts are deleted whatever happens
+    (those left by a killed process are names gc takes for orphans: references.part_name)."""
     import asyncio
 
     size = max(PART_SIZE, -(-len(data) // GCS_MAX_COMPONENTS))
     starts = range(0, len(data), size)
-    names = [f"{path}{PART_SUFFIX}{number:02d}" for number in range(len(starts))]
+    names = parts[: len(starts)]
     limit = asyncio.Semaphore(concurrency)
 
     async def write(name: str, start: int) -> None:

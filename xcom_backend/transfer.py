@@ -8,6 +8,7 @@ defaults: 8 MiB, 10); a mapped task's results are read that many objects at once
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -43,3 +44,14 @@ def in_parallel(work: Callable[[Item], Any], items: Sequence[Item], concurrency:
             for future in futures:
                 future.cancel()
             raise
+
+
+_SLOTS: dict[int, threading.BoundedSemaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def request_slots(concurrency: int) -> threading.BoundedSemaphore:
+    """The process's slots for requests in flight: held by each part or range request, and by each single
+    request of a pull of many values, so that those values' own ranges add none beyond ``concurrency``."""
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(concurrency, threading.BoundedSemaphore(concurrency))

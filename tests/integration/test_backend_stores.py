@@ -489,7 +489,7 @@ def test_a_large_value_moves_in_parts(deployment: Deployment, count_requests) ->
         "azure": (parts + 1, parts),  # Put Block per part, Put Block List; the SDK's ranges, a part each
     }
     assert (written, len(requests) - written) == expected[deployment.cloud], requests
-    assert not [key for key in deployment.stored_keys() if ".part-" in key]  # GCS's parts are gone
+    assert not [key for key in deployment.stored_keys() if ".part-" in key]  # GCS's parts are gone (_parts/)
 
 
 def test_a_value_above_the_single_request_limit_is_uploaded_in_parts(deployment: Deployment, monkeypatch) -> None:

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from tests.integration.conftest import Deployment
-from tests.xcom_calls import clear_all_caches, pull, push
+from tests.xcom_calls import RUN_ID, clear_all_caches, pull, push
 from xcom_backend import contract
 from xcom_backend.backend import XComObjectCorruptError, XComObjectError
 from xcom_backend.errors import StoreConfigError
@@ -104,3 +104,39 @@ def _fail_third_part(cloud: str, store, monkeypatch) -> dict[str, int]:
 
     monkeypatch.setattr(operations, "stage_block", refuse_block)
     return seen
+
+
+def test_a_pull_of_many_large_values_keeps_to_the_concurrency_setting(deployment: Deployment) -> None:
+    """Four values of four ranges each, read at once (as get_all and a mapped task's results are): never more
+    requests in flight than [xcom_backend] transfer_concurrency, whichever value they are for."""
+    if deployment.cloud != "aws":
+        pytest.skip("counted at the S3 client; gcsfs and adlfs send their ranges themselves")
+    import threading
+
+    from airflow.sdk.execution_time.comms import XComResult
+
+    from xcom_backend.backend import ObjectStorageXComBackend, reading_in_parallel, reading_xcom, settled
+    from xcom_backend.references import XComIdentity
+    from xcom_backend.store import current_store
+
+    deployment.set(contract.CONCURRENCY_ENV, "4")
+    rows = [push(LARGE, XComIdentity("d", RUN_ID, "t", index, "big")) for index in range(4)]
+    counts, lock = {"now": 0, "most": 0}, threading.Lock()
+
+    def started(**_):
+        with lock:
+            counts["now"] += 1
+            counts["most"] = max(counts["most"], counts["now"])
+
+    def ended(**_):
+        with lock:
+            counts["now"] -= 1
+
+    events = current_store().s3.client.meta.events
+    events.register("before-call.s3.GetObject", started)
+    events.register("after-call.s3.GetObject", ended)
+    with reading_xcom(XComIdentity("d", RUN_ID, "t", None, "big")), reading_in_parallel():
+        pending = [ObjectStorageXComBackend.deserialize_value(XComResult(key="big", value=row)) for row in rows]
+        values = settled(pending)
+    assert values == [LARGE] * 4
+    assert 1 < counts["most"] <= 4, counts

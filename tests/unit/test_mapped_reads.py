@@ -126,14 +126,46 @@ def test_a_task_process_installs_the_wrapper_before_it_renders_anything() -> Non
 def test_items_iteration_and_slices_read_the_mapped_tasks_own_objects(stored, monkeypatch) -> None:
     sequence, supervisor = resolve_mapped(stored, monkeypatch)
     assert isinstance(sequence, LazyXComSequence), type(sequence)  # the SDK's class: isinstance checks hold
-    assert sequence[1]["index"] == 1 and sequence[0]["task"] == "mapped"
     assert [value["index"] for value in sequence] == [0, 1]
-    assert [value["index"] for value in sequence[0:2]] == [0, 1]
-    assert len(sequence) == 2
     asked = {type(msg).__name__ for msg in supervisor.sent}
-    assert asked == {"GetXComSequenceSlice", "GetXComCount"}, asked  # items come in windows (slices)
-    assert sequence[-1]["index"] == 1  # from the end: the SDK's own item request
-    assert type(supervisor.sent[-1]).__name__ == "GetXComSequenceItem"
+    assert asked == {"GetXComSequenceSlice"}, asked  # in order: items come in windows (slice requests)
+    assert [value["index"] for value in sequence[0:2]] == [0, 1] and len(sequence) == 2
+    supervisor.sent.clear()
+    assert sequence[1]["index"] == 1 and sequence[-1]["index"] == 1  # out of order: the SDK's item requests
+    assert {type(msg).__name__ for msg in supervisor.sent} == {"GetXComSequenceItem"}
+
+
+def test_a_value_that_cannot_be_read_raises_only_at_its_own_index(stored, monkeypatch) -> None:
+    rows = {
+        ("mapped", 0): stored[("mapped", 0)],
+        ("mapped", 1): {"index": 1},  # kept in the DB
+        ("mapped", 2): {"__classname__": "nonexistent.module.Klass", "__version__": 1, "__data__": {}},
+        ("mapped", 3): stored[("mapped", 1)],
+    }
+    sequence, _ = resolve_mapped(rows, monkeypatch)
+    iterator = iter(sequence)
+    assert next(iterator)["index"] == 0 and next(iterator) == {"index": 1}
+    with pytest.raises(ImportError):
+        next(iterator)
+    assert sequence[3]["index"] == 1  # read on its own, after the failure
+
+
+def test_a_value_is_handed_out_once_and_read_again_when_asked_again(stored, monkeypatch) -> None:
+    sequence, _ = resolve_mapped(stored, monkeypatch)
+    first = sequence[0]
+    again = sequence[0]  # not in order any more: read again, as the SDK would, a fresh object
+    assert first == again and first is not again
+    assert next(iter(sequence)) is not first
+
+
+def test_a_bad_concurrency_setting_does_not_break_values_kept_in_the_db(monkeypatch) -> None:
+    monkeypatch.setenv(contract.CONCURRENCY_ENV, "ten")
+    clear_all_caches()
+    sequence, _ = resolve_mapped({("mapped", 0): {"index": 0}, ("mapped", 1): {"index": 1}}, monkeypatch)
+    try:
+        assert [value["index"] for value in sequence] == [0, 1]
+    finally:
+        clear_all_caches()
 
 
 def test_items_are_asked_for_a_window_at_a_time_and_read_in_parallel(stored, monkeypatch) -> None:

@@ -53,6 +53,13 @@ def test_the_full_key_never_exceeds_1024_bytes_and_names_stay_unique(identity, p
     assert object_name(replace(identity, key=identity.key + "x"), compression, references.name_budget(base)) != name
 
 
+def test_gcs_part_names_are_short_whatever_the_values_name() -> None:
+    longest = object_name(XComIdentity("d" * 250, "r" * 250, "t" * 250, 2**31 - 1, "k" * 240), "gzip")
+    assert len(f"xcom/{longest}".encode()) > 1000  # near GCS's 1024-byte limit already
+    part = references.part_name(longest, 31)
+    assert len(f"xcom/{part}".encode()) < 100 and part != references.part_name(longest + "x", 31)
+
+
 def test_maximum_length_non_ascii_ids_get_a_short_hashed_name() -> None:
     identity = XComIdentity("д" * 250, "ж" * 250, "т" * 250, 2**31 - 1, "к" * 512)
     name = object_name(identity, "gzip", references.name_budget(BASE))
@@ -210,8 +217,11 @@ def test_only_names_a_backend_writes_are_xcom_shaped() -> None:
         f"dag_a/{RUN}/task/{uuid.uuid4()}",
         f"dag_a/{RUN}/task/{uuid.uuid4()}.gz",
         "dag_a/_long/" + "0" * 64 + ".json",  # version 1's hashed names
+        references.part_name(object_name(OWNER, None), 7),  # a GCS part left by an upload that never completed
     ):
         assert references.xcom_shaped(name), name
+    assert not references.xcom_shaped(object_name(OWNER, None) + ".part-01")
+    assert not references.xcom_shaped("_parts/abc.part-01")
     for name in ("reports/x.csv", "_verify/x.json", "d/r/t/-1/k.csv", "d/r/t/x/k.json", "_long/abc.json", "a/b"):
         assert not references.xcom_shaped(name), name
 

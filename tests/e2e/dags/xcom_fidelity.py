@@ -42,6 +42,7 @@ CORPUS: dict[str, Any] = {
     "unicode": "ключ ✓ \x00",
     "key order": {"b": 1, "a": 2, "aa": 3},
     "integral float 1e16": [1e16],
+    "integral float 1e20": [1e20],
 }
 # Whether this task's DB path ends in PostgreSQL: given by the run's conf ({"database": "postgresql"}), since
 # Airflow 3 keeps the metadata DB's address out of task processes.
