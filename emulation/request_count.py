@@ -46,8 +46,8 @@ def botocore_events(transport: Any) -> Any | None:
 
 @contextlib.contextmanager
 def counting(transport: Any, *, gcs_iam: Any = None) -> Iterator[Requests]:
-    """Record the requests ``transport`` (a Store's: a botocore S3 client, s3fs, gcsfs behind ``gcs_iam``, or
-    adlfs) sends inside the block."""
+    """Record the requests ``transport`` (a Store's: a botocore S3 client, s3fs, gcsfs or GcsObjects behind
+    ``gcs_iam``, or adlfs) sends inside the block."""
     requests = Requests()
     library = type(transport).__module__.split(".", 1)[0]
     if (events := botocore_events(transport)) is not None:
@@ -60,7 +60,7 @@ def counting(transport: Any, *, gcs_iam: Any = None) -> Iterator[Requests]:
             yield requests
         finally:
             events.unregister("before-send.s3", record)
-    elif library == "gcsfs":
+    elif library == "gcsfs" or type(transport).__name__ == "GcsObjects":  # xcom_backend.gcs
         if gcs_iam is None:
             raise ValueError("GCS requests are counted at the IAM proxy: pass gcs_iam")
         requests._proxy, requests._start = gcs_iam, len(gcs_iam.decisions)

@@ -84,6 +84,7 @@ STORE_SCHEMES: Mapping[str, StoreScheme] = {
     "adl": _ADLS,
 }
 S3_FAMILY = _S3.fs_module  # ObjectStorageLocation.family of s3://, s3a:// and s3n:// paths
+GCS_FAMILY = _GCS.fs_module  # ... of gs:// and gcs:// paths
 # gcsfs reads this once, at import. Unless it is "false", its default GCSFileSystem asks the Storage Control API
 # for the bucket's layout on every operation: an extra request each time, which a binding conditioned on the
 # prefix denies (gcsfs logs a warning and goes on). Emitted for GCP so a worker sends one request per operation.

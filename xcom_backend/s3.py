@@ -23,7 +23,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from xcom_backend.transfer import PART_SIZE, in_parallel, parts_of, range_size, request_slots
+from xcom_backend.transfer import PART_SIZE, in_parallel, parts_of, read_in_ranges, request_slots
 
 # The provider's filesystem module reads these keys of service_config.s3 (airflow.providers.amazon.aws.fs.s3).
 FILESYSTEM_ONLY_SERVICE_KEYS = ("signer", "proxy-uri")
@@ -136,21 +136,9 @@ class S3Objects:
         back short, one longer raises: the caller checks size and digest of what it gets."""
         if size is None or size <= PART_SIZE:
             return _retried(lambda: self._get_once(key))
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        step = range_size(size, self.concurrency)
-
-        def fetch(start: int) -> int:
-            end = min(start + step, size)
-            got = _retried(lambda: self._get_range(key, start, end, size))
-            view[start : start + len(got)] = got
-            return len(got)
-
-        lengths = in_parallel(fetch, parts_of(size, step), self.concurrency)
-        if sum(lengths) != size:  # the object is shorter: up to the first range that came back short
-            whole = next(i for i, length in enumerate(lengths) if length != min(step, size - i * step))
-            return buffer[: whole * step + lengths[whole]]
-        return buffer
+        return read_in_ranges(
+            lambda start, end: _retried(lambda: self._get_range(key, start, end, size)), size, self.concurrency
+        )
 
     def _get_once(self, key: str) -> bytes:
         with self.slots, _as_os_errors(self.bucket, key):

@@ -31,6 +31,26 @@ def range_size(size: int, concurrency: int) -> int:
     return min(max(PART_SIZE, -(-size // max(1, concurrency))), MAX_RANGE_SIZE)
 
 
+def read_in_ranges(read_range: Callable[[int, int], bytes], size: int, concurrency: int) -> bytearray:
+    """The ``size`` bytes an object's reference names, read in ranges (``read_range(start, end)``, end
+    exclusive) ``concurrency`` at a time into one buffer. An object shorter than ``size`` comes back short (up
+    to the first range that came back short): the caller checks size and digest of what it gets."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    step = range_size(size, concurrency)
+
+    def fetch(start: int) -> int:
+        got = read_range(start, min(start + step, size))
+        view[start : start + len(got)] = got
+        return len(got)
+
+    lengths = in_parallel(fetch, parts_of(size, step), concurrency)
+    if sum(lengths) != size:
+        whole = next(i for i, length in enumerate(lengths) if length != min(step, size - i * step))
+        return buffer[: whole * step + lengths[whole]]
+    return buffer
+
+
 def in_parallel(work: Callable[[Item], Any], items: Sequence[Item], concurrency: int) -> list[Any]:
     """``work`` on every item, at most ``concurrency`` at once, results in order. The first error is raised once
     the calls already started have ended: none is left running against the store."""

@@ -301,7 +301,10 @@ def probe(report: Report) -> None:
     except Exception as err:
         report.add("probe: filesystem", False, f"{type(err).__name__}: {err}")
         return
-    sender = "the Amazon provider's S3 client" if current.s3 is not None else type(current.fs).__name__
+    if current.s3 is not None:
+        sender = "the Amazon provider's S3 client"
+    else:
+        sender = "GCS's JSON API" if current.gcs is not None else type(current.fs).__name__
     report.add("probe: filesystem", True, f"{sender} for {current.base_url}", latency)
     name = f"_verify/{uuid.uuid4()}.json"
     url = current.url_of(name)
