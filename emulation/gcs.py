@@ -15,7 +15,6 @@ import base64
 import contextlib
 import json
 import secrets
-import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from emulation.gcs_iam import Binding, GcsIamProxy, gcs_iam_proxy
-from emulation.processes import EmulatorProcess, emulator_process, free_port
+from emulation.processes import EmulatorProcess, emulator_process, free_port, module_command
 from emulation.pulumi_runner import EmulatorMocks, auto_name
 from xcom_backend import contract
 
@@ -111,26 +110,20 @@ class GcsServer:
 
 
 @contextlib.contextmanager
-def gcs_server(log_dir: Path, *, enforce_iam: bool = True) -> Iterator[GcsServer]:
-    """The storage emulator, a local OAuth token endpoint and (``enforce_iam``) the IAM proxy, on loopback ports."""
+def gcs_server(log_dir: Path, *, enforce_iam: bool = True, stock: bool = False) -> Iterator[GcsServer]:
+    """The storage emulator (with its per-byte costs taken out, emulation/gcs_fast.py, unless ``stock``), a local
+    OAuth token endpoint and (``enforce_iam``) the IAM proxy, on loopback ports."""
     handler = type("TokenHandler", (_TokenHandler,), {"issued": [], "public_keys": {}, "members": {}})
     token_server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=token_server.serve_forever, daemon=True)
     thread.start()
     port = free_port()
-    command = [  # the emulator with its per-byte costs taken out (emulation/gcs_fast.py)
-        sys.executable,
-        str(Path(__file__).with_name("gcs_fast.py")),
-        "start",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--in-memory",
-        "--quiet",
-    ]
+    module = "gcp_storage_emulator" if stock else "emulation.gcs_fast"
+    command, env = module_command(module, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", "--quiet")
     try:
         with contextlib.ExitStack() as stack:
             emulator = stack.enter_context(
-                emulator_process("gcs-emulator", command, log_dir, port, "/storage/v1/b?project=probe")
+                emulator_process("gcs-emulator", command, log_dir, port, "/storage/v1/b?project=probe", env)
             )
             token_uri = f"http://127.0.0.1:{token_server.server_port}/token"
             iam = stack.enter_context(gcs_iam_proxy(emulator.endpoint, handler.members)) if enforce_iam else None

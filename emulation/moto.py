@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 import boto3
 import pulumi
 
-from emulation.processes import EmulatorProcess, emulator_process, free_port
+from emulation.processes import EmulatorProcess, emulator_process, free_port, module_command
 from emulation.pulumi_runner import EmulatorMocks, auto_name
 from emulation.s3_conditions import ConditionProxy, condition_proxy
 
@@ -70,11 +69,13 @@ class MotoServer:
 
 
 @contextlib.contextmanager
-def moto_server(log_dir: Path, *, enforce_iam: bool = True) -> Iterator[MotoServer]:
-    """Start moto on a free loopback port; with IAM enforced, only signed and allowed requests pass."""
+def moto_server(log_dir: Path, *, enforce_iam: bool = True, stock: bool = False) -> Iterator[MotoServer]:
+    """Start moto on a free loopback port; with IAM enforced, only signed and allowed requests pass. Its ranged
+    GETs read only their range (emulation/moto_fast.py) unless ``stock``."""
     port = free_port()
-    command = [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
-    env = {"INITIAL_NO_AUTH_ACTION_COUNT": "inf", "MOTO_ALLOW_NONEXISTENT_REGION": "false"}
+    module = "moto.server" if stock else "emulation.moto_fast"
+    command, env = module_command(module, "-H", "127.0.0.1", "-p", str(port))
+    env.update(INITIAL_NO_AUTH_ACTION_COUNT="inf", MOTO_ALLOW_NONEXISTENT_REGION="false")
     with emulator_process("moto", command, log_dir, port, "/moto-api/", env) as emulator:
         server = MotoServer(emulator)
         iam = server.client("iam")

@@ -7,12 +7,22 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def module_command(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """A command running ``module`` of this repository in this interpreter, and the env it needs, whatever the
+    working directory (run as a script, emulation/ would shadow top-level packages: emulation/moto.py, moto)."""
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return [sys.executable, "-m", module, *args], {"PYTHONPATH": path}
 
 
 def free_port() -> int:
