@@ -20,8 +20,6 @@ kept. ``apply`` refuses to patch an emulator whose replaced functions changed (t
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import sys
 import threading
 from functools import partial
@@ -33,6 +31,8 @@ from gcp_storage_emulator import server as _server
 from gcp_storage_emulator import storage as _storage
 from gcp_storage_emulator.exceptions import BadRequest, Conflict, NotFound
 from gcp_storage_emulator.handlers import objects as _objects
+
+from emulation.processes import require_known_sources
 
 # sha256 of the source of each function replaced or wrapped, in gcp-storage-emulator 2026.7.19.
 _EXPECTED = {
@@ -55,10 +55,6 @@ _ORIGINAL = {
 _HANDLING = threading.RLock()  # one request's routing and handler at a time, as the stock server ran them
 _held = threading.local()  # the responses a handler closed while holding _HANDLING, sent after it
 _NOT_READ = object()
-
-
-def _source_hash(function: Any) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
 
 
 # 1. Threads: bodies read and responses written outside the lock.
@@ -166,9 +162,7 @@ def _write_config_to_file(self: Any) -> None:
 
 def apply() -> None:
     """Patch the emulator's modules in this process; ValueError if a replaced function is not the one known."""
-    changed = [name for name, digest in _EXPECTED.items() if _source_hash(_ORIGINAL[name]) != digest]
-    if changed:
-        raise ValueError(f"gcp-storage-emulator changed ({', '.join(changed)}): emulation/gcs_fast.py needs review")
+    require_known_sources("emulation/gcs_fast.py", _EXPECTED, _ORIGINAL)
     _server._read_raw_data = _read_raw_data
     _server.Router.handle = _handle
     _server.Response.close = _close

@@ -11,14 +11,14 @@ own. ``apply`` refuses to patch a moto whose patched functions changed (their so
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import sys
 import threading
 from typing import Any
 
 from moto.s3.models import FakeKey
 from moto.s3.responses import S3Response
+
+from emulation.processes import require_known_sources
 
 # sha256 of the source of each function wrapped or relied on, in moto 5.2.5.
 _EXPECTED = {
@@ -67,23 +67,17 @@ def _key_response(self: Any, request: Any, full_url: str, headers: dict[str, Any
     return status, response_headers, body
 
 
-def _source_hash(function: Any) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
-
-
 _KNOWN = {
-    "FakeKey.value": lambda: _ORIGINAL_VALUE.fget,
-    "S3Response.key_response": lambda: _ORIGINAL_KEY_RESPONSE,
-    "S3Response.get_object": lambda: S3Response.get_object,
-    "S3Response._handle_range_header": lambda: S3Response._handle_range_header,
+    "FakeKey.value": _ORIGINAL_VALUE.fget,
+    "S3Response.key_response": _ORIGINAL_KEY_RESPONSE,
+    "S3Response.get_object": S3Response.get_object,
+    "S3Response._handle_range_header": S3Response._handle_range_header,
 }
 
 
 def apply() -> None:
     """Patch moto in this process; ValueError if a function the view relies on is not the one known."""
-    changed = [name for name, get in _KNOWN.items() if _source_hash(get()) != _EXPECTED[name]]
-    if changed:
-        raise ValueError(f"moto changed ({', '.join(changed)}): emulation/moto_fast.py needs review")
+    require_known_sources("emulation/moto_fast.py", _EXPECTED, _KNOWN)
     FakeKey.value = property(_value, _ORIGINAL_VALUE.fset)
     S3Response.key_response = _key_response
 

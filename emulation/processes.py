@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import os
 import socket
 import ssl
@@ -11,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,16 @@ def module_command(module: str, *args: str) -> tuple[list[str], dict[str, str]]:
     working directory (run as a script, emulation/ would shadow top-level packages: emulation/moto.py, moto)."""
     path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     return [sys.executable, "-m", module, *args], {"PYTHONPATH": path}
+
+
+def require_known_sources(patcher: str, expected: Mapping[str, str], functions: Mapping[str, Callable]) -> None:
+    """Refuse to patch an emulator whose functions a patch (``patcher``) replaces or relies on have changed: the
+    sha256 of each one's source must be the one the patch was written against."""
+    digest = {
+        name: hashlib.sha256(inspect.getsource(function).encode()).hexdigest() for name, function in functions.items()
+    }
+    if changed := [name for name in expected if digest[name] != expected[name]]:
+        raise ValueError(f"{', '.join(changed)} changed: {patcher} needs review")
 
 
 def free_port() -> int:
