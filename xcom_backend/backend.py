@@ -346,7 +346,12 @@ def _fetch(reference: ObjectReference) -> bytes | bytearray:
         ) from err
     except Exception as err:
         # S3 answers 403, not 404, for a missing key to a credential that may not list the whole bucket.
-        gone = " (or it is gone: S3 answers a missing object with 403 here)" if isinstance(err, PermissionError) else ""
+        on_s3 = reference.url.startswith(("s3://", "s3a://", "s3n://"))
+        gone = (
+            " (or it is gone: S3 answers a missing object with 403 here)"
+            if on_s3 and isinstance(err, PermissionError)
+            else ""
+        )
         raise XComObjectError(
             f"reading XCom object {reference.url} (written by {reference.writer}) failed: {_cause(err)}{gone}"
         ) from err

@@ -25,7 +25,7 @@ import errno
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -47,21 +47,22 @@ PROVIDER_ONLY_FIELDS = (
 # gcs.* extras the provider passes to gcsfs that change what a request is (the others: listing caches, bucket
 # creation, access scope, consistency checks gcsfs does not make with its default "none").
 FILESYSTEM_ONLY_EXTRAS = ("gcs.requester-pays", "gcs.session-kwargs", "gcs.version-aware")
-# Environment gcsfs reads to pick its endpoint or present a client certificate.
-FILESYSTEM_ONLY_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_UNIVERSE_DOMAIN", "GOOGLE_API_USE_CLIENT_CERTIFICATE")
+# Environment gcsfs reads to pick its endpoint (a client certificate: _client_certificate).
+FILESYSTEM_ONLY_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_UNIVERSE_DOMAIN")
 DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)  # the provider's _DEFAULT_SCOPES
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 _PREFIX = "extra__google_cloud_platform__"  # the provider still reads fields saved under this prefix
 RETRIES = 6  # gcsfs's retry_request
 RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # gcsfs.retry.is_retriable
+BACKOFF_FACTOR = 0.5  # urllib3 waits 0, then 1, 2, 4, 8 s between tries (gcsfs: 1-2, 2-3, 4-5, 8-9 s)
 CONNECT_TIMEOUT, READ_TIMEOUT = 30.0, 120.0  # seconds; a stalled connection fails the request, then is retried
 
 
 @dataclass(frozen=True)
 class KeyFileConnection:
-    extras: dict[str, Any]
-    credentials: Any  # google.oauth2.service_account.Credentials
-    project: str | None
+    extras: dict[str, Any] = field(repr=False)  # holds the key: never in a repr (of the store, in a traceback)
+    credentials: Any = field(repr=False)  # google.oauth2.service_account.Credentials
+    project: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -71,7 +72,9 @@ class KeyFileConnection:
     def filesystem_only(self) -> bool:
         """Options only gcsfs implements: requests then go through it too."""
         options = any(self.extras.get(name) not in (None, "", False, {}, "false") for name in FILESYSTEM_ONLY_EXTRAS)
-        return options or (not self.extras.get("gcs.endpoint") and any(os.environ.get(n) for n in FILESYSTEM_ONLY_ENV))
+        checked = self.extras.get("gcs.consistency", "none") not in (None, "", "none")  # gcsfs checks each upload
+        endpoint = not self.extras.get("gcs.endpoint") and any(os.environ.get(n) for n in FILESYSTEM_ONLY_ENV)
+        return options or checked or endpoint or _client_certificate()
 
     def filesystem(self) -> AbstractFileSystem:
         """gcsfs with the options the provider's get_fs passes (``gcs.*`` extras, read without the prefix, as it
@@ -91,6 +94,17 @@ class KeyFileConnection:
             default_location=extras.get("gcs.default-bucket-location"),
             version_aware=extras.get("gcs.version-aware", "false").lower() == "true",
         )
+
+
+def _client_certificate() -> bool:
+    """Whether gcsfs would present google-auth's default client certificate (mutual TLS, its mTLS endpoint):
+    gcsfs.core._use_client_cert's test."""
+    try:
+        from google.auth.transport import mtls
+    except ImportError:
+        return False
+    should_use = getattr(mtls, "should_use_client_cert", None)
+    return bool(should_use is not None and should_use() and mtls.has_default_client_cert_source())
 
 
 def _field(extras: dict[str, Any], name: str) -> Any:
@@ -116,6 +130,8 @@ def key_file_connection(conn_id: str | None) -> KeyFileConnection | None:
         try:
             keyfile = json.loads(keyfile)
         except ValueError:
+            return None
+        if not keyfile:  # "{}", "null", "[]": no key, for the provider (which then uses the worker's identity)
             return None
     if keyfile and not (isinstance(keyfile, dict) and isinstance(keyfile.get("private_key"), str)):
         return None
@@ -151,7 +167,7 @@ class GcsObjects:
         self.slots = request_slots(concurrency)
         retries = urllib3.Retry(
             total=RETRIES - 1,
-            backoff_factor=0.5,
+            backoff_factor=BACKOFF_FACTOR,
             status_forcelist=RETRIED_STATUSES,
             allowed_methods=None,  # uploads, composes and deletes of one name are idempotent
             raise_on_status=False,
@@ -234,6 +250,8 @@ class GcsObjects:
             answer = self._request("GET", url, key, headers=headers, ok=(200, 206, 416))
         if answer.status == 416:
             return b""  # the object ends before this range
+        if end is not None and answer.status == 200:  # the whole object (a proxy that drops Range): not the range
+            raise OSError(errno.EIO, "a ranged read was answered with the whole object", self._url(key))
         total = answer.headers.get("Content-Range", "").rpartition("/")[2]
         if size is not None and total.isdigit() and int(total) > size:
             raise OSError(errno.EIO, f"the object is {total} bytes, not the {size} its reference names", self._url(key))
@@ -255,19 +273,18 @@ class GcsObjects:
         import urllib3
 
         headers = kwargs.pop("headers", {})
-        for attempt in range(2):
+        refused: str | None = None  # the token GCS answered 401 to
+        for _ in range(2):
+            authorization = self._authorization(refused)
             try:
                 answer = self.pool.request(
-                    method,
-                    url,
-                    headers={**headers, **self._authorization(refresh=attempt > 0)},
-                    decode_content=False,
-                    **kwargs,
+                    method, url, headers={**headers, **authorization}, decode_content=False, **kwargs
                 )
             except urllib3.exceptions.HTTPError as err:
                 raise OSError(errno.EIO, f"{type(err).__name__}: {err}", self._url(key)) from err
             if answer.status != 401:
                 break
+            refused = authorization.get("authorization")
         if answer.status in ok:
             return answer
         message = f"{answer.status}: {_error_message(answer.data)}"
@@ -277,16 +294,21 @@ class GcsObjects:
             raise PermissionError(errno.EACCES, message, self._url(key))
         raise OSError(errno.EIO, message, self._url(key))
 
-    def _authorization(self, *, refresh: bool) -> dict[str, str]:
-        """The Authorization header. Not google-auth's before_request: since 2.5x it also starts a background
-        lookup of the credentials' regional access boundary, which gcsfs (refresh and apply) does not do."""
+    def _authorization(self, refused: str | None = None) -> dict[str, str]:
+        """The Authorization header, the token refreshed when missing or expired, or when it is still the one GCS
+        refused (``refused``: a thread that saw a 401 after another refreshed uses the new token). Not
+        google-auth's before_request: since 2.5x it also starts a background lookup of the credentials'
+        regional access boundary, which gcsfs (refresh and apply) does not do."""
         with self._token_lock:
-            if refresh or not self.credentials.valid:
+            headers: dict[str, str] = {}
+            if self.credentials.valid:
+                self.credentials.apply(headers)
+            if not headers or headers.get("authorization") == refused:
                 from google.auth.transport.urllib3 import Request
 
                 self.credentials.refresh(Request(self.pool))
-            headers: dict[str, str] = {}
-            self.credentials.apply(headers)
+                headers = {}
+                self.credentials.apply(headers)
         return headers
 
     def _url(self, key: str) -> str:

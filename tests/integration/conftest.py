@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -11,15 +12,20 @@ from tests.stores import AdminBucket
 from tests.xcom_calls import clear_all_caches, use_emitted_env
 from xcom_backend import contract
 
-EMULATORS = {"aws": "moto", "gcp": "gcs", "azure": "azurite"}
+EMULATORS = {"aws": "moto", "gcp": "gcs", "gcp-gcsfs": "gcs", "azure": "azurite"}
+# gcp-gcsfs: the GCP stack's connection with an option only gcsfs implements, so that the backend's GCS requests
+# go through the provider's filesystem (as for every connection without a key: the worker's own identity, ...)
+# rather than xcom_backend/gcs.py's client.
+GCSFS_ONLY_EXTRA = {"gcs.session-kwargs": {"trust_env": False}}
 
 
 class Deployment:
     """A deployed stack, its env applied to this process, and the bucket seen with admin rights."""
 
-    def __init__(self, stack: DeployedStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, stack: DeployedStack, monkeypatch: pytest.MonkeyPatch, through_gcsfs: bool = False) -> None:
         self.stack, self.monkeypatch = stack, monkeypatch
         self.admin = AdminBucket(stack.server, stack.bucket)
+        self.through_gcsfs = through_gcsfs
 
     @property
     def cloud(self) -> str:
@@ -46,6 +52,7 @@ class Deployment:
 @pytest.fixture(scope="module", params=list(EMULATORS))
 def deployed(request: pytest.FixtureRequest) -> Iterator[DeployedStack]:
     stack = deploy(request.getfixturevalue(EMULATORS[request.param]))
+    stack.config["through_gcsfs"] = request.param == "gcp-gcsfs"
     yield stack
     stack.mocks.destroy()
 
@@ -54,6 +61,14 @@ def deployed(request: pytest.FixtureRequest) -> Iterator[DeployedStack]:
 def deployment(deployed: DeployedStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Deployment]:
     """The emitted env, and nothing else that grants access, in this process's environment."""
     monkeypatch.delenv("AIRFLOW_CTX_TASK_ID", raising=False)  # errors must be raised in and out of tasks
-    use_emitted_env(deployed.env, deployed.server.client_env, monkeypatch.setenv)
-    yield Deployment(deployed, monkeypatch)
+    env = dict(deployed.env)
+    through_gcsfs = deployed.config.get("through_gcsfs", False)
+    if through_gcsfs:
+        name = next(name for name in env if name.startswith("AIRFLOW_CONN_"))
+        connection = json.loads(env[name])
+        extra = connection.get("extra") or {}
+        extra = json.loads(extra) if isinstance(extra, str) else extra
+        env[name] = json.dumps({**connection, "extra": {**extra, **GCSFS_ONLY_EXTRA}})
+    use_emitted_env(env, deployed.server.client_env, monkeypatch.setenv)
+    yield Deployment(deployed, monkeypatch, through_gcsfs)
     clear_all_caches()

@@ -516,8 +516,8 @@ def test_gcsfs_default_class_is_replaced(deployment: Deployment, count_requests,
     gcsfs's default class asks the Storage Control API for the bucket's layout before each operation — a
     gRPC request the prefix-conditioned binding denies (gcsfs then falls back, and asks again next time).
     The emulator has no such API: the call is recorded here and answered as the denied one is."""
-    if deployment.cloud != "gcp":
-        pytest.skip("gcsfs only")
+    if not deployment.through_gcsfs:
+        pytest.skip("gcsfs only (GCS connections without a key, or with an option only gcsfs implements)")
     import gcsfs
     from gcsfs.extended_gcsfs import BucketType, ExtendedGcsFileSystem
 
