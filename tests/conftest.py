@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,6 +33,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="e2e: run Airflow with this XCom backend class instead of the emitted one "
         "(e.g. tests.e2e.broken_backends.StandInBackend), to see the suite fail",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI job's timeout, `kill`) stops the run as Ctrl-C does: pytest then tears the fixtures down,
+    which stop the emulators, PostgreSQL, Redis, the API server and the Celery workers. Python's default for
+    SIGTERM ends the process at once and left all of them running."""
+
+    def interrupt(signal_number: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal_number}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(scope="session")
