@@ -38,6 +38,7 @@ from emulation.processes import require_known_sources
 _EXPECTED = {
     "server._read_raw_data": "3fdfaa334582bbdf22d5faff14aa9102f0873db01c4e7b7d9dccd96d297c6837",
     "server.Router.handle": "44ac49255a02af47c341610ca68efa0fe1416ac2bcaf02f74ab6bae07e7fa3e2",
+    "server.Response.close": "f3b5a3cf3eec31e168f396cdc23025d69dfc210b982e0ada31b13cc51ebfab9a",
     "server.APIThread.run": "35c08305e9b5695f8840b1cd830219397b2c8b48eb690c01fdd22cd607951c71",
     "objects.compose": "31905c0ccfce8f50a3d8806615598c7ea0c62b504586f57d14aae1c756e26937",
     "storage.Storage.add_to_resumable_upload": "f651a45b668fd334d089ce03fe18ddc9bb6f1064d218f92ba64aa908f8c029fa",

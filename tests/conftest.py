@@ -35,16 +35,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_PREVIOUS_SIGTERM = pytest.StashKey[Any]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """A SIGTERM (a CI job's timeout, `kill`) stops the run as Ctrl-C does: pytest then tears the fixtures down,
     which stop the emulators, PostgreSQL, Redis, the API server and the Celery workers. Python's default for
     SIGTERM ends the process at once and left all of them running."""
 
     def interrupt(signal_number: int, frame: Any) -> None:
+        # Once: a second SIGTERM (a CI runner's cancel often sends more than one) must not cut the teardown the
+        # first one started short (pytest runs the remaining finalizers only past an Exception). SIGKILL still
+        # ends the run.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signal_number}")
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+        config.stash[_PREVIOUS_SIGTERM] = signal.signal(signal.SIGTERM, interrupt)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _PREVIOUS_SIGTERM in config.stash:  # a pytest.main() inside another program gets its own handler back
+        signal.signal(signal.SIGTERM, config.stash[_PREVIOUS_SIGTERM])
 
 
 @pytest.fixture(scope="session")

@@ -180,6 +180,13 @@ class GcsObjects:
             ssl_context=ssl.create_default_context(),
         )
         self._token_lock = threading.Lock()
+        # The token endpoint without the data requests' retries: google-auth tries a refresh 3 times itself, and
+        # every thread waits on _token_lock meanwhile.
+        self._token_pool = urllib3.PoolManager(
+            retries=False,
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
+            ssl_context=ssl.create_default_context(),
+        )
 
     def put(self, key: str, data: bytes, parts: list[str] | None = None) -> None:
         """One media upload; above PART_SIZE, with ``parts`` (names for the parts), a composite upload."""
@@ -306,7 +313,7 @@ class GcsObjects:
             if not headers or headers.get("authorization") == refused:
                 from google.auth.transport.urllib3 import Request
 
-                self.credentials.refresh(Request(self.pool))
+                self.credentials.refresh(Request(self._token_pool))  # google-auth retries a refresh itself
                 headers = {}
                 self.credentials.apply(headers)
         return headers

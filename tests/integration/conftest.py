@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from emulation.gcs import GcsServer
 from tests.conftest import DeployedStack, deploy
 from tests.stores import AdminBucket
 from tests.xcom_calls import clear_all_caches, use_emitted_env
@@ -65,10 +66,20 @@ def deployment(deployed: DeployedStack, monkeypatch: pytest.MonkeyPatch) -> Iter
     through_gcsfs = deployed.config.get("through_gcsfs", False)
     if through_gcsfs:
         name = next(name for name in env if name.startswith("AIRFLOW_CONN_"))
-        connection = json.loads(env[name])
-        extra = connection.get("extra") or {}
-        extra = json.loads(extra) if isinstance(extra, str) else extra
-        env[name] = json.dumps({**connection, "extra": {**extra, **GCSFS_ONLY_EXTRA}})
+        env[name] = through_gcsfs_connection(env[name])
     use_emitted_env(env, deployed.server.client_env, monkeypatch.setenv)
+    if isinstance(deployed.server, GcsServer):  # the variant really goes the way it names (else it passes vacuously)
+        from xcom_backend.store import current_store
+
+        assert (current_store().gcs is None) == through_gcsfs, "GCS requests not sent the way the variant names"
+        clear_all_caches()
     yield Deployment(deployed, monkeypatch, through_gcsfs)
     clear_all_caches()
+
+
+def through_gcsfs_connection(text: str) -> str:
+    """A GCP connection's JSON with the option that sends its requests through gcsfs."""
+    connection = json.loads(text)
+    extra = connection.get("extra") or {}
+    extra = json.loads(extra) if isinstance(extra, str) else extra
+    return json.dumps({**connection, "extra": {**extra, **GCSFS_ONLY_EXTRA}})

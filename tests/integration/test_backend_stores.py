@@ -24,7 +24,7 @@ from airflow.utils.json import XComDecoder, XComEncoder
 
 from emulation.request_count import Requests, counting
 from tests.conftest import deploy
-from tests.integration.conftest import Deployment
+from tests.integration.conftest import Deployment, through_gcsfs_connection
 from tests.stores import ADMIN_CONN_ID
 from tests.xcom_calls import (
     OWNER,
@@ -185,7 +185,8 @@ def test_an_unreadable_object_raises(deployment: Deployment) -> None:
     elif deployment.cloud == "gcp":  # another stack's service account: valid, but not bound to this bucket
         other = deploy(deployment.stack.server, stack="unbound")
         try:
-            connection = json.loads(other.env[conn_env])
+            text = other.env[conn_env]
+            connection = json.loads(through_gcsfs_connection(text) if deployment.through_gcsfs else text)
         finally:
             other.mocks.destroy()
     else:
