@@ -314,7 +314,9 @@ def child_requests(cloud: str) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        server_cm = gcs_server(Path(scratch), enforce_iam=True) if cloud == "gcp" else azurite_server(Path(scratch))
+        server_cm = (
+            gcs_server(Path(scratch), enforce_iam=True, fast=True) if cloud == "gcp" else azurite_server(Path(scratch))
+        )
         with server_cm as server:
             stack = deploy(server, prefix="bench")
             try:
@@ -545,7 +547,7 @@ def first_offload_on(cloud: str, outside: dict[str, str], scratch: str) -> dict[
     from tests.conftest import deploy
 
     with tempfile.TemporaryDirectory() as own:
-        server_cm = gcs_server(Path(own), enforce_iam=True) if cloud == "gcp" else azurite_server(Path(own))
+        server_cm = gcs_server(Path(own), enforce_iam=True, fast=True) if cloud == "gcp" else azurite_server(Path(own))
         with server_cm as server:
             stack = deploy(server, prefix="first")
             try:

@@ -251,7 +251,9 @@ def child_shaped_cloud(cloud: str, payload: Callable[[int], Any]) -> dict[str, A
         # Without the IAM proxy on GCS: it reads each request whole and evaluates the binding in Python before
         # forwarding it, on the same 2 cores; what is measured here is the link, not our emulation of IAM
         # (which the tests enforce).
-        server_cm = gcs_server(Path(scratch), enforce_iam=False) if cloud == "gcp" else azurite_server(Path(scratch))
+        server_cm = (
+            gcs_server(Path(scratch), enforce_iam=False, fast=True) if cloud == "gcp" else azurite_server(Path(scratch))
+        )
         with server_cm as server, shaped(server, LinkShape(), own_process=True) as (view, _):
             stack = deploy(view, prefix="shaped", backend="common-io")
             try:

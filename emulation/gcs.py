@@ -110,15 +110,15 @@ class GcsServer:
 
 
 @contextlib.contextmanager
-def gcs_server(log_dir: Path, *, enforce_iam: bool = True, stock: bool = False) -> Iterator[GcsServer]:
-    """The storage emulator (with its per-byte costs taken out, emulation/gcs_fast.py, unless ``stock``), a local
-    OAuth token endpoint and (``enforce_iam``) the IAM proxy, on loopback ports."""
+def gcs_server(log_dir: Path, *, enforce_iam: bool = True, fast: bool = False) -> Iterator[GcsServer]:
+    """The storage emulator (``fast``: with its per-byte costs taken out, emulation/gcs_fast.py, as `make bench`
+    runs it), a local OAuth token endpoint and (``enforce_iam``) the IAM proxy, on loopback ports."""
     handler = type("TokenHandler", (_TokenHandler,), {"issued": [], "public_keys": {}, "members": {}})
     token_server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=token_server.serve_forever, daemon=True)
     thread.start()
     port = free_port()
-    module = "gcp_storage_emulator" if stock else "emulation.gcs_fast"
+    module = "emulation.gcs_fast" if fast else "gcp_storage_emulator"
     command, env = module_command(module, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", "--quiet")
     try:
         with contextlib.ExitStack() as stack:

@@ -1,6 +1,7 @@
 """gcp-storage-emulator with its per-byte costs taken out, so that the link, not the emulator, bounds a transfer.
 
-Started as ``python -m emulation.gcs_fast start ...`` (the console script's arguments) by emulation.gcs. The stock
+Started as ``python -m emulation.gcs_fast start ...`` (the console script's arguments) by emulation.gcs for
+`make bench` (``gcs_server(fast=True)``); the tests run the stock emulator. The stock
 emulator (2026.7.19), profiled on this machine (docs/benchmark.md), serves one request at a time with a listen
 backlog of 5 (ten parallel connections lose SYNs and wait 1 s to retry), composes by ``bytes +=`` per source
 (1.4 s of a 1.7 s compose of 25 x 8 MiB: quadratic copying), appends each resumable chunk the same way, and

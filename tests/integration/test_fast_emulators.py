@@ -105,8 +105,8 @@ def gcs_answers(server, data: bytes) -> Iterator[tuple[str, object]]:
 
 
 def test_gcs_emulator_answers_as_the_stock_one(tmp_path: Path, data: bytes) -> None:
-    with gcs_server(tmp_path / "stock", enforce_iam=False, stock=True) as stock:
+    with gcs_server(tmp_path / "stock", enforce_iam=False) as stock:
         expected = dict(gcs_answers(stock, data))
-    with gcs_server(tmp_path / "fast", enforce_iam=False) as fast:
+    with gcs_server(tmp_path / "fast", enforce_iam=False, fast=True) as fast:
         assert dict(gcs_answers(fast, data)) == expected
     assert expected["composed"][0] == SIZE
