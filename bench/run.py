@@ -315,7 +315,9 @@ def child_requests(cloud: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
         server_cm = (
-            gcs_server(Path(scratch), enforce_iam=True, fast=True) if cloud == "gcp" else azurite_server(Path(scratch))
+            gcs_server(Path(scratch), enforce_iam=True, fast=True)
+            if cloud == "gcp"
+            else azurite_server(Path(scratch), fast=True)
         )
         with server_cm as server:
             stack = deploy(server, prefix="bench")
@@ -547,7 +549,11 @@ def first_offload_on(cloud: str, outside: dict[str, str], scratch: str) -> dict[
     from tests.conftest import deploy
 
     with tempfile.TemporaryDirectory() as own:
-        server_cm = gcs_server(Path(own), enforce_iam=True, fast=True) if cloud == "gcp" else azurite_server(Path(own))
+        server_cm = (
+            gcs_server(Path(own), enforce_iam=True, fast=True)
+            if cloud == "gcp"
+            else azurite_server(Path(own), fast=True)
+        )
         with server_cm as server:
             stack = deploy(server, prefix="first")
             try:

@@ -252,7 +252,9 @@ def child_shaped_cloud(cloud: str, payload: Callable[[int], Any]) -> dict[str, A
         # forwarding it, on the same 2 cores; what is measured here is the link, not our emulation of IAM
         # (which the tests enforce).
         server_cm = (
-            gcs_server(Path(scratch), enforce_iam=False, fast=True) if cloud == "gcp" else azurite_server(Path(scratch))
+            gcs_server(Path(scratch), enforce_iam=False, fast=True)
+            if cloud == "gcp"
+            else azurite_server(Path(scratch), fast=True)
         )
         with server_cm as server, shaped(server, LinkShape(), own_process=True) as (view, _):
             stack = deploy(view, prefix="shaped", backend="common-io")

@@ -1,16 +1,21 @@
-"""The emulators' speed patches (emulation/moto_fast.py, emulation/gcs_fast.py) answer as the stock emulators do:
-the same requests sent to a stock and a patched server, side by side, get the same status, the same headers
-that describe the object, and the same bytes."""
+"""The emulators' speed patches (emulation/moto_fast.py, emulation/gcs_fast.py, emulation/azurite_fast.js) answer
+as the stock emulators do: the same requests sent to a stock and a patched server, side by side, get the same
+status, the same headers that describe the object, and the same bytes."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from emulation.azurite import AZURITE_FAST_PRELOAD, azurite_server
 from emulation.gcs import gcs_server
 from emulation.moto import moto_server
 
@@ -110,3 +115,85 @@ def test_gcs_emulator_answers_as_the_stock_one(tmp_path: Path, data: bytes) -> N
     with gcs_server(tmp_path / "fast", enforce_iam=False, fast=True) as fast:
         assert dict(gcs_answers(fast, data)) == expected
     assert expected["composed"][0] == SIZE
+
+
+# Put Block sizes around the 8-byte step of the patched CRC-64 (and a body that arrives in many stream chunks).
+BLOCK_SIZES = [1, 7, 8, 9, 15, 16, 17, 1000, 8 * 2**20 + 13]
+
+
+def azure_answers(server, data: bytes) -> Iterator[tuple[str, object]]:
+    import requests
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    server.client().create_container("fast-azurite-check")
+    sas = generate_container_sas(
+        server.account_name,
+        "fast-azurite-check",
+        account_key=server.account_key,
+        permission=ContainerSasPermissions(read=True, write=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    url = f"{server.endpoint}/fast-azurite-check/blob?{sas}"
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE may name another server's CA
+    session.verify = str(server.certificate.ca_file)
+    session.headers["x-ms-version"] = "2025-11-05"
+
+    def put(query: str, body: bytes, **headers: str) -> tuple[int, str | None, str | None]:
+        answer = session.put(f"{url}&{query}", data=body, headers=headers, timeout=60)
+        return answer.status_code, answer.headers.get("x-ms-content-crc64"), answer.headers.get("x-ms-error-code")
+
+    block_ids = []
+    offset = 0
+    for number, size in enumerate(BLOCK_SIZES):
+        block_id = base64.b64encode(f"block-{number:04d}".encode()).decode()
+        block_ids.append(block_id)
+        body = data[offset : offset + size]
+        offset += size
+        status, crc64, error = put(f"comp=block&blockid={block_id}", body)
+        yield f"Put Block {size}", (status, crc64, error)
+        if crc64:  # the service's CRC-64 given back as the client's: accepted; one bit off: refused
+            yield (
+                f"Put Block {size}, its CRC-64",
+                put(f"comp=block&blockid={block_id}", body, **{"x-ms-content-crc64": crc64}),
+            )
+            wrong = base64.b64encode(bytes([base64.b64decode(crc64)[0] ^ 1]) + base64.b64decode(crc64)[1:]).decode()
+            yield (
+                f"Put Block {size}, a wrong CRC-64",
+                put(f"comp=block&blockid={block_id}", body, **{"x-ms-content-crc64": wrong}),
+            )
+    listing = "".join(f"<Latest>{block_id}</Latest>" for block_id in block_ids)
+    committed = session.put(f"{url}&comp=blocklist", data=f"<BlockList>{listing}</BlockList>", timeout=60)
+    yield "Put Block List", committed.status_code
+    whole = session.get(url, timeout=60)
+    yield "GET", (whole.status_code, hashlib.sha256(whole.content).hexdigest())
+
+
+def test_azurite_answers_as_the_stock_one(tmp_path: Path, data: bytes) -> None:
+    with azurite_server(tmp_path / "stock") as stock:
+        expected = dict(azure_answers(stock, data))
+    with azurite_server(tmp_path / "fast", fast=True) as fast:
+        assert dict(azure_answers(fast, data)) == expected
+    assert expected["GET"] == (200, hashlib.sha256(data[: sum(BLOCK_SIZES)]).hexdigest())
+    assert all(expected[f"Put Block {size}"][1] for size in BLOCK_SIZES)  # a CRC-64 was computed for each
+    assert expected["Put Block 8, a wrong CRC-64"][2] == "Crc64Mismatch"
+
+
+def test_the_azurite_patch_refuses_an_azurite_it_was_not_checked_against(tmp_path: Path) -> None:
+    from emulation.airflow_run import REPO_ROOT
+
+    utils = Path("azurite", "dist", "src", "common", "utils", "utils.js")
+    changed = tmp_path / utils
+    changed.parent.mkdir(parents=True)
+    shutil.copyfile(REPO_ROOT / "node_modules" / utils, changed)
+    with changed.open("a") as source:
+        source.write("\n// one line more\n")
+    loaded = subprocess.run(
+        ["node", f"--require={AZURITE_FAST_PRELOAD}", "-e", f"require({str(changed)!r})"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert loaded.returncode == 70, loaded.stderr
+    assert "refusing to patch" in loaded.stderr
