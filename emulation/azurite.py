@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -115,8 +116,9 @@ def azurite_server(log_dir: Path, *, persistent: bool = False, fast: bool = Fals
             running.close()
             key1, key2 = (server.account_key, server.account_key2) if server else keys
             env = {"AZURITE_ACCOUNTS": f"{account}:{key1}:{key2}"}
-            if fast:
-                env["NODE_OPTIONS"] = f"--require={AZURITE_FAST_PRELOAD}"
+            if fast:  # added to the caller's own Node options, if any
+                preload = f'--require="{AZURITE_FAST_PRELOAD}"'
+                env["NODE_OPTIONS"] = f"{os.environ.get('NODE_OPTIONS', '')} {preload}".strip()
             emulator = running.enter_context(
                 emulator_process("azurite", command, log_dir, port, probe, env, certificate.ca_file)
             )

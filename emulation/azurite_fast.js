@@ -70,8 +70,8 @@ function installSlicingBy8(CRC64Hash, table) {
 }
 
 const compile = Module.prototype._compile;
-Module.prototype._compile = function compileWithFastCrc64(content, filename) {
-  if (filename.endsWith(TARGET)) {
+Module.prototype._compile = function compileWithFastCrc64(content, filename, ...rest) {
+  if (filename.endsWith(path.sep + TARGET)) {
     const digest = crypto.createHash("sha256").update(content).digest("hex");
     if (digest !== EXPECTED_SHA256) {
       process.stderr.write(
@@ -80,8 +80,9 @@ Module.prototype._compile = function compileWithFastCrc64(content, filename) {
       );
       process.exit(70);
     }
+    // The marker is written once the replacement is in place (emulation/azurite.py waits for it in the log).
     content += `\n;(${installSlicingBy8.toString()})(CRC64Hash, CRC64_TABLE);\n`;
-    process.stderr.write(`${MARKER}\n`);
+    content += `process.stderr.write(${JSON.stringify(`${MARKER}\n`)});\n`;
   }
-  return compile.call(this, content, filename);
+  return compile.call(this, content, filename, ...rest);
 };

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -117,7 +118,7 @@ def test_gcs_emulator_answers_as_the_stock_one(tmp_path: Path, data: bytes) -> N
     assert expected["composed"][0] == SIZE
 
 
-# Put Block sizes around the 8-byte step of the patched CRC-64 (and a body that arrives in many stream chunks).
+# Put Block sizes around the 8-byte step of the patched CRC-64 (chunks split inside a step: azurite_crc_splits.js).
 BLOCK_SIZES = [1, 7, 8, 9, 15, 16, 17, 1000, 8 * 2**20 + 13]
 
 
@@ -177,6 +178,19 @@ def test_azurite_answers_as_the_stock_one(tmp_path: Path, data: bytes) -> None:
     assert expected["GET"] == (200, hashlib.sha256(data[: sum(BLOCK_SIZES)]).hexdigest())
     assert all(expected[f"Put Block {size}"][1] for size in BLOCK_SIZES)  # a CRC-64 was computed for each
     assert expected["Put Block 8, a wrong CRC-64"][2] == "Crc64Mismatch"
+
+
+def test_the_azurite_crc64_is_the_stock_one_however_its_input_is_cut() -> None:
+    """Azurite's body streams arrive in 16 KiB chunks, so the Put Blocks above never split an 8-byte group; this
+    does, through Azurite's own functions with and without the patch."""
+    from emulation.airflow_run import REPO_ROOT
+
+    script = Path(__file__).with_name("azurite_crc_splits.js")
+    compared = subprocess.run(
+        ["node", str(script), str(REPO_ROOT)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert json.loads(compared.stdout.splitlines()[-1]) == {"cases": 2601, "mismatches": []}
 
 
 def test_the_azurite_patch_refuses_an_azurite_it_was_not_checked_against(tmp_path: Path) -> None:
