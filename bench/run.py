@@ -304,8 +304,7 @@ def child_first_offload(backend: str) -> dict[str, Any]:
 def child_requests(cloud: str) -> dict[str, Any]:
     """Requests per write and per read of the bundled backend on GCS (gcp-storage-emulator behind the IAM proxy)
     or Azure (Azurite over HTTPS), with the stack's emitted env, in this process of its own."""
-    from emulation.azurite import azurite_server
-    from emulation.gcs import gcs_server
+    from bench.emulators import bench_emulator
     from emulation.request_count import counting
     from tests.conftest import deploy
     from tests.xcom_calls import use_emitted_env
@@ -314,11 +313,7 @@ def child_requests(cloud: str) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        server_cm = (
-            gcs_server(Path(scratch), enforce_iam=True, fast=True)
-            if cloud == "gcp"
-            else azurite_server(Path(scratch), fast=True)
-        )
+        server_cm = bench_emulator(cloud, Path(scratch), enforce_iam=True)
         with server_cm as server:
             stack = deploy(server, prefix="bench")
             try:
@@ -544,16 +539,11 @@ def run_unshaped(outside: dict[str, str]) -> dict[str, Any]:
 
 def first_offload_on(cloud: str, outside: dict[str, str], scratch: str) -> dict[str, Any]:
     """The bundled backend's first offload in fresh processes on GCS (behind the IAM proxy) or Azure."""
-    from emulation.azurite import azurite_server
-    from emulation.gcs import gcs_server
+    from bench.emulators import bench_emulator
     from tests.conftest import deploy
 
     with tempfile.TemporaryDirectory() as own:
-        server_cm = (
-            gcs_server(Path(own), enforce_iam=True, fast=True)
-            if cloud == "gcp"
-            else azurite_server(Path(own), fast=True)
-        )
+        server_cm = bench_emulator(cloud, Path(own), enforce_iam=True)
         with server_cm as server:
             stack = deploy(server, prefix="first")
             try:

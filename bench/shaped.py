@@ -240,8 +240,7 @@ def child_shaped_cloud(cloud: str, payload: Callable[[int], Any]) -> dict[str, A
     process of its own: the bundled backend and common-io's at 200 MB (push, pull) and the fan-in."""
     import tempfile
 
-    from emulation.azurite import azurite_server
-    from emulation.gcs import gcs_server
+    from bench.emulators import bench_emulator
     from emulation.netshape import LinkShape, shaped
     from tests.conftest import deploy
     from tests.xcom_calls import use_emitted_env
@@ -251,11 +250,7 @@ def child_shaped_cloud(cloud: str, payload: Callable[[int], Any]) -> dict[str, A
         # Without the IAM proxy on GCS: it reads each request whole and evaluates the binding in Python before
         # forwarding it, on the same 2 cores; what is measured here is the link, not our emulation of IAM
         # (which the tests enforce).
-        server_cm = (
-            gcs_server(Path(scratch), enforce_iam=False, fast=True)
-            if cloud == "gcp"
-            else azurite_server(Path(scratch), fast=True)
-        )
+        server_cm = bench_emulator(cloud, Path(scratch), enforce_iam=False)
         with server_cm as server, shaped(server, LinkShape(), own_process=True) as (view, _):
             stack = deploy(view, prefix="shaped", backend="common-io")
             try:

@@ -29,6 +29,7 @@ from emulation.tls import LoopbackCertificate, make_loopback_certificate
 
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_FAST_PRELOAD = Path(__file__).with_name("azurite_fast.js")
+# What azurite_fast.js (its MARKER) writes to Azurite's log once the patch is in place.
 AZURITE_FAST_MARKER = b"azurite_fast: CRC64Hash.update computes 8 bytes at a time"
 
 
